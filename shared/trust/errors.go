@@ -1,0 +1,49 @@
+package trust
+
+import "errors"
+
+// Sentinel errors. Every rejection wraps exactly one of them so that callers
+// (and the rejection reports sent to the control plane) can name the check
+// that failed.
+var (
+	// ErrMalformed: the metadata or key could not be parsed.
+	ErrMalformed = errors.New("malformed metadata")
+	// ErrUnknownKey: no signature was made by a key this device trusts.
+	ErrUnknownKey = errors.New("signed by an untrusted key")
+	// ErrSignature: a signature by a trusted key does not verify.
+	ErrSignature = errors.New("signature check failed")
+	// ErrThreshold: fewer valid signatures than the threshold requires.
+	ErrThreshold = errors.New("signature threshold not met")
+	// ErrExpired: the metadata's expiry time has passed.
+	ErrExpired = errors.New("metadata expired")
+	// ErrDigest: the artifact's sha256 digest differs from the signed one.
+	ErrDigest = errors.New("artifact digest mismatch")
+	// ErrSize: the artifact's length differs from the signed one.
+	ErrSize = errors.New("artifact size mismatch")
+	// ErrRollback: the version is older than one already trusted.
+	ErrRollback = errors.New("version rollback")
+)
+
+// Check returns the short name of the check an error failed ("signature",
+// "digest", ...), or "" if err is not a trust rejection. It is what the agent
+// reports to the control plane.
+func Check(err error) string {
+	for _, c := range []struct {
+		err  error
+		name string
+	}{
+		{ErrMalformed, "malformed"},
+		{ErrUnknownKey, "unknown-key"},
+		{ErrSignature, "signature"},
+		{ErrThreshold, "threshold"},
+		{ErrExpired, "expiry"},
+		{ErrDigest, "digest"},
+		{ErrSize, "size"},
+		{ErrRollback, "rollback"},
+	} {
+		if errors.Is(err, c.err) {
+			return c.name
+		}
+	}
+	return ""
+}
