@@ -1,0 +1,308 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/starling-edge/starling/shared/trust"
+	"github.com/starling-edge/starling/shared/wire"
+)
+
+// Key file names inside the key directory.
+const (
+	releaseKeyFile = "release.key"
+	releasePubFile = "release.pub"
+)
+
+func defaultKeyDir() string {
+	if d := os.Getenv("STARLING_KEYS"); d != "" {
+		return d
+	}
+	if d, err := os.UserConfigDir(); err == nil {
+		return filepath.Join(d, "starling", "keys")
+	}
+	return "starling-keys"
+}
+
+func defaultServer() string {
+	if s := os.Getenv("STARLING_SERVER"); s != "" {
+		return s
+	}
+	return "http://127.0.0.1:8080"
+}
+
+func newFlags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet("starlingctl "+name, flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
+	return fs
+}
+
+// parse parses flags and rejects stray positional arguments beyond max.
+func parse(fs *flag.FlagSet, args []string, max int) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > max {
+		return fmt.Errorf("%w: %s: unexpected argument %q", errUsage, fs.Name(), fs.Arg(max))
+	}
+	return nil
+}
+
+func keysInit(args []string, out io.Writer) error {
+	fs := newFlags("keys init")
+	dir := fs.String("dir", defaultKeyDir(), "directory for the key pair (env STARLING_KEYS)")
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	priv := filepath.Join(*dir, releaseKeyFile)
+	pub := filepath.Join(*dir, releasePubFile)
+	if _, err := os.Stat(priv); err == nil {
+		return fmt.Errorf("keys init: %s already exists; refusing to overwrite a signing key (move it away first)", priv)
+	}
+	if err := os.MkdirAll(*dir, 0o700); err != nil {
+		return fmt.Errorf("keys init: %w", err)
+	}
+	k, err := trust.GenerateKey()
+	if err != nil {
+		return err
+	}
+	if err := trust.WriteKeyFile(priv, k.PrivateFile(), 0o600); err != nil {
+		return fmt.Errorf("keys init: %w", err)
+	}
+	if err := trust.WriteKeyFile(pub, k.PublicFile(), 0o644); err != nil {
+		return fmt.Errorf("keys init: %w", err)
+	}
+	fmt.Fprintf(out, "release key %s\n  private: %s (keep offline)\n  public:  %s (install on devices as --trust-key)\n", k.ID[:16], priv, pub)
+	return nil
+}
+
+func modelPush(ctx context.Context, args []string, out io.Writer) error {
+	fs := newFlags("model push")
+	server := fs.String("server", defaultServer(), "control plane URL (env STARLING_SERVER)")
+	keyPath := fs.String("key", filepath.Join(defaultKeyDir(), releaseKeyFile), "release private key file")
+	name := fs.String("name", "", "model name (required)")
+	version := fs.String("version", "", "model version (required)")
+	file := fs.String("file", "", "model artifact file (required)")
+	format := fs.String("format", "", "artifact format; default from the file extension (.tflite -> tflite)")
+	expires := fs.Duration("expires", 90*24*time.Hour, "how long the signed metadata stays valid")
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	for _, f := range []struct{ flag, val string }{{"name", *name}, {"version", *version}, {"file", *file}} {
+		if f.val == "" {
+			return fmt.Errorf("%w: model push: --%s is required", errUsage, f.flag)
+		}
+	}
+	if *expires <= 0 {
+		return fmt.Errorf("%w: model push: --expires must be positive, got %s", errUsage, *expires)
+	}
+	if *format == "" {
+		*format = strings.TrimPrefix(filepath.Ext(*file), ".")
+		if *format == "" {
+			return fmt.Errorf("%w: model push: cannot tell the format of %s; pass --format", errUsage, *file)
+		}
+	}
+	key, err := trust.ReadPrivateKey(*keyPath)
+	if err != nil {
+		return fmt.Errorf("model push: %w", err)
+	}
+	art, err := os.ReadFile(*file)
+	if err != nil {
+		return fmt.Errorf("model push: %w", err)
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	env, err := trust.SignModel(trust.ModelMetadata{
+		Name: *name, Version: *version, Format: *format,
+		Digest: trust.Digest(art), Size: int64(len(art)),
+		Created: now, Expires: now.Add(*expires),
+	}, key)
+	if err != nil {
+		return fmt.Errorf("model push: %w", err)
+	}
+	c := &client{base: *server}
+	var res modelInfo
+	if err := c.pushModel(ctx, env, art, &res); err != nil {
+		return fmt.Errorf("model push %s:%s: %w", *name, *version, err)
+	}
+	fmt.Fprintf(out, "pushed %s:%s %s (%d bytes), signed by %s, expires %s\n",
+		res.Name, res.Version, res.Digest, res.Size, key.ID[:16], res.Expires.Format(time.RFC3339))
+	return nil
+}
+
+type modelInfo struct {
+	Name    string    `json:"name"`
+	Version string    `json:"version"`
+	Format  string    `json:"format"`
+	Digest  string    `json:"digest"`
+	Size    int64     `json:"size"`
+	Created time.Time `json:"created"`
+	Expires time.Time `json:"expires"`
+}
+
+type deviceInfo struct {
+	ID       string             `json:"id"`
+	Status   string             `json:"status"`
+	LastSeen time.Time          `json:"last_seen"`
+	Reported wire.ReportedState `json:"reported"`
+	Desired  wire.DesiredState  `json:"desired"`
+}
+
+func modelList(ctx context.Context, args []string, out io.Writer) error {
+	fs := newFlags("model list")
+	server := fs.String("server", defaultServer(), "control plane URL (env STARLING_SERVER)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	var models []modelInfo
+	if err := (&client{base: *server}).get(ctx, "/api/v1/models", &models); err != nil {
+		return fmt.Errorf("model list: %w", err)
+	}
+	if *asJSON {
+		return printJSON(out, models)
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tVERSION\tFORMAT\tSIZE\tDIGEST\tEXPIRES")
+	for _, m := range models {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.19s\t%s\n", m.Name, m.Version, m.Format, m.Size, m.Digest, m.Expires.Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+func deviceList(ctx context.Context, args []string, out io.Writer) error {
+	fs := newFlags("device list")
+	server := fs.String("server", defaultServer(), "control plane URL (env STARLING_SERVER)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	var devices []deviceInfo
+	if err := (&client{base: *server}).get(ctx, "/api/v1/devices", &devices); err != nil {
+		return fmt.Errorf("device list: %w", err)
+	}
+	if *asJSON {
+		return printJSON(out, devices)
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DEVICE\tSTATUS\tARCH\tENGINES\tMODELS\tLAST SEEN")
+	for _, d := range devices {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.Status, d.Reported.Arch,
+			strings.Join(d.Reported.Engines, ","), modelSummary(d.Reported.Models), d.LastSeen.Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+func modelSummary(ms []wire.ModelStatus) string {
+	if len(ms) == 0 {
+		return "-"
+	}
+	parts := make([]string, 0, len(ms))
+	for _, m := range ms {
+		parts = append(parts, m.Name+":"+m.Version+"="+m.State)
+	}
+	return strings.Join(parts, ",")
+}
+
+func deviceShow(ctx context.Context, args []string, out io.Writer) error {
+	fs := newFlags("device show")
+	server := fs.String("server", defaultServer(), "control plane URL (env STARLING_SERVER)")
+	id, err := parseWithID(fs, args)
+	if err != nil {
+		return err
+	}
+	c := &client{base: *server}
+	var dev json.RawMessage
+	if err := c.get(ctx, "/api/v1/devices/"+url.PathEscape(id), &dev); err != nil {
+		return fmt.Errorf("device show %s: %w", id, err)
+	}
+	var events json.RawMessage
+	if err := c.get(ctx, "/api/v1/devices/"+url.PathEscape(id)+"/events", &events); err != nil {
+		return fmt.Errorf("device show %s: %w", id, err)
+	}
+	return printJSON(out, map[string]json.RawMessage{"device": dev, "events": events})
+}
+
+func deviceAssign(ctx context.Context, args []string, out io.Writer) error {
+	fs := newFlags("device assign")
+	server := fs.String("server", defaultServer(), "control plane URL (env STARLING_SERVER)")
+	var models modelRefs
+	fs.Var(&models, "model", "NAME:VERSION to serve; repeat for several models (required)")
+	id, err := parseWithID(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(models) == 0 {
+		return fmt.Errorf("%w: device assign: at least one --model NAME:VERSION is required", errUsage)
+	}
+	var desired wire.DesiredState
+	body := map[string]any{"models": models}
+	if err := (&client{base: *server}).do(ctx, "PUT", "/api/v1/devices/"+url.PathEscape(id)+"/desired", body, &desired); err != nil {
+		return fmt.Errorf("device assign %s: %w", id, err)
+	}
+	names := make([]string, 0, len(desired.Models))
+	for _, m := range desired.Models {
+		names = append(names, m.Name+":"+m.Version)
+	}
+	fmt.Fprintf(out, "device %s desired generation %d: %s\n", id, desired.Generation, strings.Join(names, ", "))
+	return nil
+}
+
+type modelRef struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+}
+
+// modelRefs is a repeatable NAME:VERSION flag.
+type modelRefs []modelRef
+
+func (m *modelRefs) String() string { return fmt.Sprint(*m) }
+
+func (m *modelRefs) Set(s string) error {
+	name, version, ok := strings.Cut(s, ":")
+	if !ok || name == "" || version == "" {
+		return fmt.Errorf("%q is not NAME:VERSION", s)
+	}
+	*m = append(*m, modelRef{Name: name, Version: version})
+	return nil
+}
+
+// parseWithID parses a command that takes one DEVICE argument, which may
+// stand before or after the flags.
+func parseWithID(fs *flag.FlagSet, args []string) (string, error) {
+	var id string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		id, args = args[0], args[1:]
+	}
+	if err := parse(fs, args, 1); err != nil {
+		return "", err
+	}
+	if fs.NArg() == 1 {
+		if id != "" {
+			return "", fmt.Errorf("%w: %s: two device ids given (%q and %q)", errUsage, fs.Name(), id, fs.Arg(0))
+		}
+		id = fs.Arg(0)
+	}
+	if id == "" {
+		return "", fmt.Errorf("%w: %s DEVICE [flags]", errUsage, fs.Name())
+	}
+	return id, nil
+}
+
+func printJSON(out io.Writer, v any) error {
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

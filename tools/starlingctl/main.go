@@ -1,0 +1,72 @@
+// Command starlingctl is the operator's tool: it makes and keeps the offline
+// release key, signs model versions and publishes them, and assigns models to
+// devices through the control plane's REST API.
+//
+// Private keys never leave this tool: the control plane only ever receives
+// signed metadata and artifacts.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "starlingctl:", err)
+		if errors.Is(err, errUsage) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+var errUsage = errors.New("usage")
+
+const usage = `usage: starlingctl <command> [flags]
+
+commands:
+  keys init      create the offline release signing key
+  model push     sign a model version and publish it to the control plane
+  model list     list published model versions
+  device list    list devices and their state
+  device show    show one device, with its recent events
+  device assign  set the model versions a device should serve
+
+Run 'starlingctl <command> -h' for a command's flags.
+Environment: STARLING_SERVER (control plane URL), STARLING_KEYS (key directory).`
+
+func run(ctx context.Context, args []string, out io.Writer) error {
+	if len(args) < 2 {
+		if len(args) == 1 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+			fmt.Fprintln(out, usage)
+			return nil
+		}
+		return fmt.Errorf("%w: %s", errUsage, usage)
+	}
+	cmd := args[0] + " " + args[1]
+	rest := args[2:]
+	switch cmd {
+	case "keys init":
+		return keysInit(rest, out)
+	case "model push":
+		return modelPush(ctx, rest, out)
+	case "model list":
+		return modelList(ctx, rest, out)
+	case "device list":
+		return deviceList(ctx, rest, out)
+	case "device show":
+		return deviceShow(ctx, rest, out)
+	case "device assign":
+		return deviceAssign(ctx, rest, out)
+	}
+	return fmt.Errorf("%w: unknown command %q\n%s", errUsage, cmd, usage)
+}
