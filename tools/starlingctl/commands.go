@@ -280,25 +280,26 @@ func (m *modelRefs) Set(s string) error {
 }
 
 // parseWithID parses a command that takes one DEVICE argument, which may
-// stand before or after the flags.
+// stand anywhere among the flags.
 func parseWithID(fs *flag.FlagSet, args []string) (string, error) {
-	var id string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		id, args = args[0], args[1:]
-	}
-	if err := parse(fs, args, 1); err != nil {
-		return "", err
-	}
-	if fs.NArg() == 1 {
-		if id != "" {
-			return "", fmt.Errorf("%w: %s: two device ids given (%q and %q)", errUsage, fs.Name(), id, fs.Arg(0))
+	var ids []string
+	for {
+		if err := parse(fs, args, len(args)); err != nil {
+			return "", err
 		}
-		id = fs.Arg(0)
+		if fs.NArg() == 0 {
+			break
+		}
+		ids = append(ids, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
-	if id == "" {
+	switch len(ids) {
+	case 1:
+		return ids[0], nil
+	case 0:
 		return "", fmt.Errorf("%w: %s DEVICE [flags]", errUsage, fs.Name())
 	}
-	return id, nil
+	return "", fmt.Errorf("%w: %s takes one device, got %q", errUsage, fs.Name(), ids)
 }
 
 func printJSON(out io.Writer, v any) error {

@@ -58,8 +58,17 @@ func TestUsageErrors(t *testing.T) {
 }
 
 func TestUnreachableServer(t *testing.T) {
-	err := run(context.Background(), []string{"device", "list", "--server", "http://127.0.0.1:1"}, &bytes.Buffer{})
-	if err == nil || !strings.Contains(err.Error(), "unreachable") {
-		t.Fatalf("err = %v", err)
+	// Each command line parses (the device id may stand among the flags), so
+	// the error is the unreachable control plane, not usage.
+	for _, args := range [][]string{
+		{"device", "list", "--server", "http://127.0.0.1:1"},
+		{"device", "assign", "--server", "http://127.0.0.1:1", "cam-1", "--model", "demo:1"},
+		{"device", "assign", "cam-1", "--model", "demo:1", "--server", "http://127.0.0.1:1"},
+		{"device", "show", "--server", "http://127.0.0.1:1", "cam-1"},
+	} {
+		err := run(context.Background(), args, &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), "unreachable") {
+			t.Errorf("run(%q) = %v, want unreachable", args, err)
+		}
 	}
 }

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Starling end to end on one machine: a control plane with its embedded
+# broker and store, one agent, an operator key, a signed model pushed and
+# assigned, and one prediction over the agent's unix socket.
+# Run through `make demo` (which builds bin/ first).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BIN=${BIN:-bin}
+DEVICE=demo-cam-1
+MODEL=testdata/models/demo/model.tflite
+
+work=$(mktemp -d /tmp/starling-demo.XXXXXX)
+pids=()
+cleanup() {
+	local rc=$?
+	for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+	for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+	if [ $rc -ne 0 ]; then
+		echo "demo failed (exit $rc); logs:" >&2
+		tail -n 20 "$work"/*.log >&2 || true
+	fi
+	rm -rf "$work"
+	exit $rc
+}
+trap cleanup EXIT INT TERM
+
+now_ms() { date +%s%3N; }
+step_start=0
+step() { step_start=$(now_ms); printf '%-46s' "$1"; }
+done_step() { printf ' %5d ms\n' $(( $(now_ms) - step_start )); }
+total_start=$(now_ms)
+
+# wait_for CMD... : retry for up to 30 s.
+wait_for() {
+	local deadline=$(( $(now_ms) + 30000 ))
+	until "$@" >/dev/null 2>&1; do
+		if [ "$(now_ms)" -gt "$deadline" ]; then echo; echo "timed out waiting for: $*" >&2; return 1; fi
+		sleep 0.05
+	done
+}
+
+ctl() { local c=$1 s=$2; shift 2; "$BIN/starlingctl" "$c" "$s" --server "$API" "$@"; }
+
+step "start control plane (embedded broker + store)"
+"$BIN/starling-control" --data "$work/control" --listen 127.0.0.1:0 --mqtt-listen 127.0.0.1:0 >"$work/control.log" 2>&1 &
+pids+=($!)
+wait_for grep -q '^starling-control: mqtt ' "$work/control.log"
+wait_for grep -q '^starling-control: api ' "$work/control.log"
+API=$(sed -n 's/^starling-control: api //p' "$work/control.log" | head -n1)
+BROKER=$(sed -n 's/^starling-control: mqtt //p' "$work/control.log" | head -n1)
+done_step
+
+step "create the operator's release key"
+"$BIN/starlingctl" keys init --dir "$work/keys" >/dev/null
+done_step
+
+step "start agent $DEVICE"
+"$BIN/starling-agent" --device-id "$DEVICE" --broker "$BROKER" --data "$work/agent" \
+	--socket "$work/agent.sock" --trust-key "$work/keys/release.pub" >"$work/agent.log" 2>&1 &
+pids+=($!)
+device_known() { ctl device list | grep -q "^$DEVICE .*online"; }
+wait_for device_known
+done_step
+
+step "sign and push model demo:1"
+ctl model push --key "$work/keys/release.key" --name demo --version 1 --file "$MODEL" >"$work/push.out"
+done_step
+
+step "assign demo:1 to $DEVICE"
+ctl device assign "$DEVICE" --model demo:1 >/dev/null
+done_step
+
+step "wait until the agent reports demo:1 active"
+model_active() { ctl device list | grep "^$DEVICE " | grep -q 'demo:1=active'; }
+wait_for model_active
+done_step
+
+request='{"inputs":[{"name":"input","datatype":"FP32","shape":[1,8],"data":[0.5,-1.25,2.0,0.0,1.5,-0.75,0.25,3.0]}]}'
+step "inference over the unix socket"
+response=$(curl -sS --fail-with-body --unix-socket "$work/agent.sock" \
+	-H 'Content-Type: application/json' -d "$request" http://localhost/v2/models/demo/infer)
+done_step
+
+echo
+echo "$(cat "$work/push.out")"
+echo "request:    curl --unix-socket agent.sock -d '$request' http://localhost/v2/models/demo/infer"
+echo "prediction: $response"
+echo
+
+step "shut down"
+for pid in "${pids[@]}"; do kill -TERM "$pid"; done
+for pid in "${pids[@]}"; do wait "$pid"; done
+pids=()
+done_step
+printf '%-46s %5d ms\n' "total" $(( $(now_ms) - total_start ))
