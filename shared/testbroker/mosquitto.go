@@ -1,0 +1,110 @@
+// Package testbroker starts real MQTT brokers for tests: a Mosquitto process
+// from the system's package (Debian's mosquitto). It is imported only by
+// tests.
+package testbroker
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// MosquittoPath finds the mosquitto binary: $MOSQUITTO, then PATH, then
+// /usr/sbin (where Debian installs it, often outside a user's PATH).
+func MosquittoPath() (string, error) {
+	if p := os.Getenv("MOSQUITTO"); p != "" {
+		return p, nil
+	}
+	if p, err := exec.LookPath("mosquitto"); err == nil {
+		return p, nil
+	}
+	if _, err := os.Stat("/usr/sbin/mosquitto"); err == nil {
+		return "/usr/sbin/mosquitto", nil
+	}
+	return "", fmt.Errorf("mosquitto not found: install it (apt-get install mosquitto, or `make test-deps`) or set $MOSQUITTO")
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Mosquitto starts a Mosquitto broker on a free loopback port with the
+// given extra configuration lines (anonymous access by default) and returns
+// its "mqtt://127.0.0.1:PORT" URL. The broker is stopped at test cleanup.
+// A missing binary fails the test: suites never skip for a missing broker.
+func Mosquitto(t testing.TB, extraConf ...string) string {
+	t.Helper()
+	bin, err := MosquittoPath()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	port := FreePort(t)
+	conf := []string{
+		fmt.Sprintf("listener %d 127.0.0.1", port),
+		"persistence false",
+		"log_dest stderr",
+		"log_type error",
+		"log_type warning",
+	}
+	if len(extraConf) == 0 {
+		conf = append(conf, "allow_anonymous true")
+	}
+	conf = append(conf, extraConf...)
+	confPath := filepath.Join(dir, "mosquitto.conf")
+	if err := os.WriteFile(confPath, []byte(strings.Join(conf, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	log, err := os.Create(filepath.Join(dir, "mosquitto.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-c", confPath)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start mosquitto: %v", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+		log.Close()
+	})
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return "mqtt://" + addr
+		}
+		select {
+		case err := <-exited:
+			out, _ := os.ReadFile(log.Name())
+			t.Fatalf("mosquitto exited: %v\n%s", err, out)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mosquitto did not listen on %s within 10s", addr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
