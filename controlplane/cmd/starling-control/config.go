@@ -1,0 +1,116 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/starling-edge/starling/controlplane"
+)
+
+// errConfig wraps every configuration error; messages name the field.
+var errConfig = errors.New("invalid configuration")
+
+// config is the command's configuration: defaults, then the --config YAML
+// file, then flags.
+type config struct {
+	DataDir    string `yaml:"data"`        // --data; required
+	Listen     string `yaml:"listen"`      // --listen; default 127.0.0.1:8080
+	MQTTListen string `yaml:"mqtt_listen"` // --mqtt-listen; default 127.0.0.1:1883
+	Broker     string `yaml:"broker"`      // --broker; empty: run the embedded broker
+	LogLevel   string `yaml:"log_level"`   // --log-level; debug, info (default), warn, error
+}
+
+func defaultConfig() config {
+	return config{Listen: controlplane.DefaultHTTPAddr, MQTTListen: controlplane.DefaultMQTTAddr, LogLevel: "info"}
+}
+
+// validate checks the fields the control plane does not check itself.
+func (c config) validate() error {
+	if c.DataDir == "" {
+		return fmt.Errorf("%w: data (--data) is required: the directory for the store and artifacts", errConfig)
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		return err
+	}
+	err := controlplane.Options{DataDir: c.DataDir, HTTPAddr: c.Listen, MQTTAddr: c.MQTTListen, BrokerURL: c.Broker}.Validate()
+	if err != nil {
+		return fmt.Errorf("%w: %v", errConfig, err)
+	}
+	return nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("%w: log_level (--log-level) %q: want debug, info, warn or error", errConfig, s)
+	}
+	return l, nil
+}
+
+func (c config) slogLevel() slog.Level {
+	l, _ := parseLevel(c.LogLevel)
+	return l
+}
+
+// readConfigFile merges a YAML file over c; unknown keys are errors.
+func readConfigFile(path string, c *config) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("%w: config file: %v", errConfig, err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("%w: config file %s: %v", errConfig, path, err)
+	}
+	return nil
+}
+
+// loadConfig applies defaults, then the file named by --config, then the
+// other flags given on the command line, and validates the result.
+func loadConfig(args []string, stderr io.Writer) (config, error) {
+	cfg := defaultConfig()
+	fs := flag.NewFlagSet("starling-control", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "YAML config file (keys: data, listen, mqtt_listen, broker, log_level)")
+	var flags config
+	fs.StringVar(&flags.DataDir, "data", "", "data directory for the store and artifacts (required)")
+	fs.StringVar(&flags.Listen, "listen", "", "REST API listen address (default "+controlplane.DefaultHTTPAddr+")")
+	fs.StringVar(&flags.MQTTListen, "mqtt-listen", "", "embedded MQTT broker listen address (default "+controlplane.DefaultMQTTAddr+")")
+	fs.StringVar(&flags.Broker, "broker", "", "external broker URL mqtt://host:port; when set, no embedded broker runs")
+	fs.StringVar(&flags.LogLevel, "log-level", "", "debug, info, warn or error (default info)")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("%w: unexpected arguments %q", errConfig, fs.Args())
+	}
+	if *configPath != "" {
+		if err := readConfigFile(*configPath, &cfg); err != nil {
+			return cfg, err
+		}
+	}
+	// Only flags actually given override the file.
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "data":
+			cfg.DataDir = flags.DataDir
+		case "listen":
+			cfg.Listen = flags.Listen
+		case "mqtt-listen":
+			cfg.MQTTListen = flags.MQTTListen
+		case "broker":
+			cfg.Broker = flags.Broker
+		case "log-level":
+			cfg.LogLevel = flags.LogLevel
+		}
+	})
+	return cfg, cfg.validate()
+}
