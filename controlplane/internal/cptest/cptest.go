@@ -122,8 +122,8 @@ type Device struct {
 func Connect(tb testing.TB, brokerURL, id string) *Device {
 	tb.Helper()
 	o := paho.NewClientOptions().
-		AddBroker("tcp://" + brokerURL[len("mqtt://"):]).
-		SetClientID("test-" + id).
+		AddBroker("tcp://"+brokerURL[len("mqtt://"):]).
+		SetClientID("test-"+id).
 		SetCleanSession(true).
 		SetAutoReconnect(false).
 		SetWill(wire.DeviceTopic(id, wire.Status), wire.Offline, 1, true)
@@ -180,4 +180,3 @@ func Eventually(tb testing.TB, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
-
