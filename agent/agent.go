@@ -1,0 +1,175 @@
+// Package agent is the composition root of starling-agent: it wires the
+// cache, the local API server, the MQTT uplink and the reconciler together
+// and owns their goroutines. On start it serves the cached active models
+// before the uplink even connects, so a device keeps answering through any
+// control-plane outage.
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/starling-edge/starling/agent/cache"
+	"github.com/starling-edge/starling/agent/reconcile"
+	"github.com/starling-edge/starling/agent/serve"
+	"github.com/starling-edge/starling/agent/uplink"
+	"github.com/starling-edge/starling/shared/trust"
+	"github.com/starling-edge/starling/shared/wire"
+)
+
+// Version is the agent's version, set at link time with
+// -ldflags "-X github.com/starling-edge/starling/agent.Version=...".
+var Version = "dev"
+
+// Options configure an Agent. DeviceID, Broker, DataDir and Verifier are
+// required.
+type Options struct {
+	DeviceID string
+	// Broker is the MQTT broker URL, mqtt://host:port.
+	Broker string
+	// DataDir holds the cache file (cache.db); created 0700 if missing.
+	DataDir string
+	// Socket is the local API's unix socket; default DataDir/agent.sock.
+	Socket string
+	// SocketMode is the socket's permission; default 0660.
+	SocketMode os.FileMode
+	// TCP is an optional loopback listen address for the local API.
+	TCP string
+	// Verifier checks signed model metadata (a trust.Keyring).
+	Verifier trust.ModelVerifier
+	// Uplink tuning; DeviceID, Broker, OnDesired and Logger are set by
+	// the agent. Zero values take the uplink's defaults.
+	Uplink uplink.Options
+	// MaxBodyBytes caps a local API request; default 8 MiB.
+	MaxBodyBytes int64
+	// CacheBytes bounds unused cached artifacts; 0 keeps everything.
+	CacheBytes int64
+	// EnginePreference orders engines per format; default ["gotflite"].
+	EnginePreference []string
+	// OnServing is called once the local API listens, with the socket
+	// path and the TCP address ("" without one).
+	OnServing func(socket, tcp string)
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Agent is one running device agent.
+type Agent struct {
+	opts     Options
+	log      *slog.Logger
+	cache    *cache.Cache
+	registry *serve.Registry
+	server   *serve.Server
+	session  *uplink.Session
+	rec      *reconcile.Reconciler
+}
+
+// New checks opts and opens the cache. Nothing listens or connects until
+// Run; Run closes what New opened.
+func New(opts Options) (*Agent, error) {
+	if !wire.ValidDeviceID(opts.DeviceID) {
+		return nil, fmt.Errorf("agent.New: device id %q: %w", opts.DeviceID, ErrConfig)
+	}
+	if opts.DataDir == "" {
+		return nil, fmt.Errorf("agent.New: data directory is empty: %w", ErrConfig)
+	}
+	if opts.Verifier == nil {
+		return nil, fmt.Errorf("agent.New: no trust verifier (trust key): %w", ErrConfig)
+	}
+	if opts.Socket == "" {
+		opts.Socket = filepath.Join(opts.DataDir, "agent.sock")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("agent.New: data directory: %w", err)
+	}
+	a := &Agent{opts: opts, log: opts.Logger, registry: serve.NewRegistry()}
+	var err error
+	a.server, err = serve.New(serve.Options{
+		Socket: opts.Socket, SocketMode: opts.SocketMode, TCP: opts.TCP,
+		MaxBodyBytes: opts.MaxBodyBytes, Version: Version, Registry: a.registry, Logger: opts.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("agent.New: %w", err)
+	}
+	uo := opts.Uplink
+	uo.DeviceID, uo.Broker, uo.Logger = opts.DeviceID, opts.Broker, opts.Logger
+	uo.OnDesired = func(ds wire.DesiredState) { a.rec.Submit(ds) }
+	if a.session, err = uplink.New(uo); err != nil {
+		return nil, fmt.Errorf("agent.New: %w", err)
+	}
+	if a.cache, err = cache.Open(cache.Options{Path: filepath.Join(opts.DataDir, "cache.db")}); err != nil {
+		return nil, fmt.Errorf("agent.New: %w", err)
+	}
+	a.rec, err = reconcile.New(reconcile.Options{
+		DeviceID: opts.DeviceID, AgentVersion: Version,
+		Cache: a.cache, Verifier: opts.Verifier, Fetcher: a.session, Reporter: a.session,
+		Registry: a.registry, EnginePreference: opts.EnginePreference, CacheBytes: opts.CacheBytes,
+		Logger: opts.Logger,
+	})
+	if err != nil {
+		a.cache.Close()
+		return nil, fmt.Errorf("agent.New: %w", err)
+	}
+	return a, nil
+}
+
+// Run serves cached models, then follows the control plane, until ctx
+// ends; then it stops every part and closes the socket, the MQTT session
+// and the cache. It returns nil on a clean stop.
+func (a *Agent) Run(ctx context.Context) (err error) {
+	defer func() {
+		a.registry.Close()
+		if cerr := a.cache.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("agent: close cache: %w", cerr)
+		}
+	}()
+	if err := a.rec.Restore(ctx); err != nil {
+		return err
+	}
+	if err := a.server.Listen(); err != nil {
+		return err
+	}
+	if a.opts.OnServing != nil {
+		a.opts.OnServing(a.opts.Socket, a.server.TCPAddr())
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 3)
+	for _, part := range []struct {
+		name string
+		run  func(context.Context) error
+	}{
+		{"serve", a.server.Serve},
+		{"uplink", a.session.Run},
+		{"reconcile", a.rec.Run},
+	} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := part.run(ctx); err != nil {
+				errc <- fmt.Errorf("agent: %s: %w", part.name, err)
+				cancel()
+			}
+		}()
+	}
+	a.rec.Report(ctx) // held by the uplink until it connects
+	<-ctx.Done()
+	start := time.Now()
+	wg.Wait()
+	a.log.Info("agent stopped", "device", a.opts.DeviceID, "shutdown", time.Since(start).Round(time.Millisecond))
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
+}
