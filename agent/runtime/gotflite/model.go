@@ -1,0 +1,192 @@
+package gotflite
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/starling-edge/starling/agent/runtime"
+	"github.com/starling-edge/starling/shared/tensor"
+)
+
+// model is a loaded, prepared model. It is immutable after Load except for
+// its pool of executors.
+//
+// Concurrency: each running inference takes an executor (its own arena and
+// tensor views) from a bounded pool and gives it back when done, so Run is
+// safe for concurrent use and concurrent Runs never share memory. At most
+// Options.MaxConcurrent executors exist; a Run that finds none free waits
+// for one or for its context.
+type model struct {
+	sig     runtime.Signature
+	tensors []tinfo
+	ins     []int // tensor indices, in signature order
+	outs    []int
+	kernels []kernel
+	opNames []string
+	sizes   arenaSizes
+	threads int
+
+	free   chan *executor // idle executors
+	tokens chan struct{}  // one per executor that may still be created
+	closed atomic.Bool
+}
+
+var _ runtime.Model = (*model)(nil)
+
+// executor is the mutable state of one inference.
+type executor struct {
+	a       arenas
+	v       views
+	threads int
+}
+
+func (m *model) init(maxConcurrent int) {
+	m.free = make(chan *executor, maxConcurrent)
+	m.tokens = make(chan struct{}, maxConcurrent)
+	for i := 0; i < maxConcurrent; i++ {
+		m.tokens <- struct{}{}
+	}
+}
+
+func (m *model) newExecutor() *executor {
+	ex := &executor{threads: m.threads}
+	s := m.sizes
+	ex.a = arenas{
+		f32: make([]float32, s[0]),
+		i32: make([]int32, s[1]),
+		u8:  make([]uint8, s[2]),
+		i8:  make([]int8, s[3]),
+		i16: make([]int16, s[4]),
+		i64: make([]int64, s[5]),
+		b:   make([]bool, s[6]),
+	}
+	n := len(m.tensors)
+	ex.v = views{
+		f32: make([][]float32, n),
+		i32: make([][]int32, n),
+		u8:  make([][]uint8, n),
+		i8:  make([][]int8, n),
+		i16: make([][]int16, n),
+		i64: make([][]int64, n),
+		b:   make([][]bool, n),
+	}
+	for i := range m.tensors {
+		if t := &m.tensors[i]; t.kind != kindUnused {
+			ex.v.set(i, t, &ex.a)
+		}
+	}
+	return ex
+}
+
+// acquire takes an idle executor, creates one if the bound allows, or waits.
+func (m *model) acquire(ctx context.Context) (*executor, error) {
+	select {
+	case ex := <-m.free:
+		return ex, nil
+	default:
+	}
+	select {
+	case ex := <-m.free:
+		return ex, nil
+	case <-m.tokens:
+		return m.newExecutor(), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// release returns an executor to the pool; the pool has room for every
+// executor ever created, so this never blocks.
+func (m *model) release(ex *executor) { m.free <- ex }
+
+// Signature implements runtime.Model.
+func (m *model) Signature() runtime.Signature { return m.sig }
+
+// Close implements runtime.Model. Runs in flight finish; later Runs fail
+// with runtime.ErrClosed.
+func (m *model) Close() error {
+	m.closed.Store(true)
+	return nil
+}
+
+// Run implements runtime.Model. Inputs are matched by position and must
+// have exactly the model's static shape (a dynamic dimension, -1 in the
+// signature, takes the size the model was converted with).
+func (m *model) Run(ctx context.Context, inputs []tensor.Tensor) ([]tensor.Tensor, error) {
+	if m.closed.Load() {
+		return nil, fmt.Errorf("gotflite: Run: %w", runtime.ErrClosed)
+	}
+	if err := m.checkInputs(inputs); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ex, err := m.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer m.release(ex)
+	for i, ti := range m.ins {
+		ex.v.getBytes(ti, &m.tensors[ti], inputs[i].Data)
+	}
+	done := ctx.Done()
+	for i, k := range m.kernels {
+		select {
+		case <-done:
+			return nil, ctx.Err()
+		default:
+		}
+		if err := k(ex); err != nil {
+			return nil, fmt.Errorf("gotflite: operator %d (%s): %w", i, m.opNames[i], err)
+		}
+	}
+	out := make([]tensor.Tensor, len(m.outs))
+	for i, ti := range m.outs {
+		t := &m.tensors[ti]
+		size, _ := t.typ.size()
+		spec := &m.sig.Outputs[i]
+		out[i] = tensor.Tensor{
+			Name:  spec.Name,
+			DType: spec.DType,
+			Shape: shape64(t.shape),
+			Data:  make([]byte, t.n*size),
+		}
+		ex.v.putBytes(ti, t, out[i].Data)
+	}
+	return out, nil
+}
+
+func (m *model) checkInputs(inputs []tensor.Tensor) error {
+	if len(inputs) != len(m.ins) {
+		return inputf("model takes %d inputs, got %d", len(m.ins), len(inputs))
+	}
+	for i := range inputs {
+		in := &inputs[i]
+		spec := &m.sig.Inputs[i]
+		t := &m.tensors[m.ins[i]]
+		if in.DType != spec.DType {
+			return inputf("input %d (%s): datatype %s, want %s", i, spec.Name, in.DType, spec.DType)
+		}
+		if !sameShape64(in.Shape, t.shape) {
+			return inputf("input %d (%s): shape %v, want %v", i, spec.Name, in.Shape, t.shape)
+		}
+		if err := in.Validate(); err != nil {
+			return inputf("input %d (%s): %v", i, spec.Name, err)
+		}
+	}
+	return nil
+}
+
+func sameShape64(a []int64, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != int64(b[i]) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,200 @@
+package gotflite
+
+import (
+	"math"
+	"sync"
+)
+
+// Union type numbers of the BuiltinOptions table types used here
+// (schema.fbs union BuiltinOptions; 0 is NONE).
+const (
+	optConv2D          = 1
+	optDepthwiseConv2D = 2
+	optPool2D          = 5
+	optFullyConnected  = 8
+	optSoftmax         = 9
+	optConcatenation   = 10
+	optAdd             = 11
+	optReshape         = 17
+	optMul             = 21
+	optPad             = 22
+	optReducer         = 27
+	optSub             = 28
+	optSqueeze         = 30
+)
+
+// Fused activation functions (schema.fbs ActivationFunctionType).
+const (
+	actNone      = 0
+	actRelu      = 1
+	actReluN1To1 = 2
+	actRelu6     = 3
+)
+
+// actRange returns the float clamp range of a fused activation.
+func actRange(code int8) (lo, hi float32, err error) {
+	switch code {
+	case actNone:
+		return float32(math.Inf(-1)), float32(math.Inf(1)), nil
+	case actRelu:
+		return 0, float32(math.Inf(1)), nil
+	case actReluN1To1:
+		return -1, 1, nil
+	case actRelu6:
+		return 0, 6, nil
+	}
+	return 0, 0, unsupported("fused activation %d", code)
+}
+
+func clampf(x, lo, hi float32) float32 {
+	if x < lo {
+		return lo
+	}
+	if x > hi {
+		return hi
+	}
+	return x
+}
+
+// numElements returns the product of dims (all non-negative and bounded at
+// load, so it cannot overflow).
+func numElements(dims []int) int {
+	n := 1
+	for _, d := range dims {
+		n *= d
+	}
+	return n
+}
+
+// parallel runs f over [0, n) split into at most threads contiguous
+// chunks, the last on the calling goroutine, and returns when all are done.
+// Work below minWork per chunk stays on one goroutine.
+func parallel(threads, n int, work, minWork int64, f func(lo, hi int)) {
+	if threads > n {
+		threads = n
+	}
+	if minWork > 0 && work/minWork < int64(threads) {
+		threads = int(work / minWork)
+	}
+	if threads <= 1 {
+		f(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	chunk := (n + threads - 1) / threads
+	lo := 0
+	for ; lo+chunk < n; lo += chunk {
+		wg.Add(1)
+		go func(lo, hi int) {
+			defer wg.Done()
+			f(lo, hi)
+		}(lo, lo+chunk)
+	}
+	f(lo, n)
+	wg.Wait()
+}
+
+// bcast describes an elementwise binary operation with NumPy-style
+// broadcasting, in at most maxRank dimensions.
+type bcast struct {
+	rank   int
+	out    [maxRank]int // output dimensions
+	sa, sb [maxRank]int // element strides of a and b; 0 where broadcast
+	n      int          // output elements
+	same   bool         // a, b and out have one shape: a flat loop will do
+}
+
+// newBcast checks that a and b broadcast to out.
+func newBcast(a, b, out []int) (*bcast, error) {
+	r := len(out)
+	if len(a) > r || len(b) > r {
+		return nil, bad("output rank %d is less than an input's (%d, %d)", r, len(a), len(b))
+	}
+	bc := &bcast{rank: r, n: numElements(out)}
+	bc.same = sameShape(a, out) && sameShape(b, out)
+	strideA, strideB := 1, 1
+	for i := r - 1; i >= 0; i-- {
+		da, db := 1, 1
+		if j := i - (r - len(a)); j >= 0 {
+			da = a[j]
+		}
+		if j := i - (r - len(b)); j >= 0 {
+			db = b[j]
+		}
+		want := da
+		if da == 1 {
+			want = db
+		} else if db != 1 && db != da {
+			return nil, bad("shapes %v and %v do not broadcast", a, b)
+		}
+		if out[i] != want {
+			return nil, bad("shapes %v and %v broadcast to dimension %d = %d, output has %v", a, b, i, want, out)
+		}
+		bc.out[i] = out[i]
+		if da != 1 {
+			bc.sa[i] = strideA
+		}
+		if db != 1 {
+			bc.sb[i] = strideB
+		}
+		strideA *= da
+		strideB *= db
+	}
+	if r == 0 {
+		bc.rank, bc.out[0] = 1, 1
+	}
+	return bc, nil
+}
+
+// each calls f for each innermost row: the output offset o, the input
+// offsets ia and ib, and the row's length and input strides.
+func (bc *bcast) each(f func(o, ia, ib, n, sa, sb int)) {
+	if bc.n == 0 {
+		return
+	}
+	r := bc.rank
+	inner, sa, sb := bc.out[r-1], bc.sa[r-1], bc.sb[r-1]
+	var idx [maxRank]int
+	o, ia, ib := 0, 0, 0
+	for {
+		f(o, ia, ib, inner, sa, sb)
+		o += inner
+		d := r - 2
+		for ; d >= 0; d-- {
+			idx[d]++
+			ia += bc.sa[d]
+			ib += bc.sb[d]
+			if idx[d] < bc.out[d] {
+				break
+			}
+			ia -= idx[d] * bc.sa[d]
+			ib -= idx[d] * bc.sb[d]
+			idx[d] = 0
+		}
+		if d < 0 {
+			return
+		}
+	}
+}
+
+// copyKernel copies in's data to out (same type and element count).
+func copyKernel(in, out *tinfo) kernel {
+	i, o := in.index, out.index
+	switch in.typ {
+	case tFloat32:
+		return func(ex *executor) error { copy(ex.v.f32[o], ex.v.f32[i]); return nil }
+	case tInt32:
+		return func(ex *executor) error { copy(ex.v.i32[o], ex.v.i32[i]); return nil }
+	case tUint8:
+		return func(ex *executor) error { copy(ex.v.u8[o], ex.v.u8[i]); return nil }
+	case tInt8:
+		return func(ex *executor) error { copy(ex.v.i8[o], ex.v.i8[i]); return nil }
+	case tInt16:
+		return func(ex *executor) error { copy(ex.v.i16[o], ex.v.i16[i]); return nil }
+	case tInt64:
+		return func(ex *executor) error { copy(ex.v.i64[o], ex.v.i64[i]); return nil }
+	case tBool:
+		return func(ex *executor) error { copy(ex.v.b[o], ex.v.b[i]); return nil }
+	}
+	return nil
+}
