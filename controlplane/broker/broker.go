@@ -5,6 +5,7 @@
 package broker
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -24,7 +25,8 @@ type Options struct {
 	// Per-device ACLs (a device confined to starling/v1/dev/{id}/...) plug in
 	// here as a mochi hook providing OnConnectAuthenticate and OnACLCheck.
 	Auth mqtt.Hook
-	// Logger receives the broker's own log; default: discard.
+	// Logger receives the broker's own warnings and errors (its per-client
+	// info lines are dropped); default: discard.
 	Logger *slog.Logger
 }
 
@@ -55,7 +57,8 @@ func Start(opts Options) (*Broker, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	srv := mqtt.New(&mqtt.Options{InlineClient: false, Logger: opts.Logger})
+	quiet := slog.New(minLevel{opts.Logger.Handler(), slog.LevelWarn})
+	srv := mqtt.New(&mqtt.Options{InlineClient: false, Logger: quiet})
 	for _, h := range hooks(opts) {
 		if err := srv.AddHook(h, nil); err != nil {
 			return nil, fmt.Errorf("broker: add hook %s: %w", h.ID(), err)
@@ -85,3 +88,18 @@ func (b *Broker) Close() error {
 	b.once.Do(func() { err = b.srv.Close() })
 	return err
 }
+
+// minLevel drops records below a level; mochi logs every connection at info.
+type minLevel struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(a []slog.Attr) slog.Handler {
+	return minLevel{h.Handler.WithAttrs(a), h.min}
+}
+func (h minLevel) WithGroup(n string) slog.Handler { return minLevel{h.Handler.WithGroup(n), h.min} }

@@ -46,6 +46,10 @@ type Options struct {
 	FetchQueue int
 	// PublishTimeout bounds the wait for a broker acknowledgement; default 10s.
 	PublishTimeout time.Duration
+	// RetryInterval is how often desired states the broker has not
+	// acknowledged are published again (besides after every reconnect);
+	// default 30s. Each pass reads every device from the store.
+	RetryInterval time.Duration
 	// ConnectTimeout bounds the first connection in Start; default 10s.
 	ConnectTimeout time.Duration
 	// Logger default: discard.
@@ -104,6 +108,9 @@ func New(opts Options) (*Link, error) {
 	}
 	if opts.PublishTimeout <= 0 {
 		opts.PublishTimeout = 10 * time.Second
+	}
+	if opts.RetryInterval <= 0 {
+		opts.RetryInterval = 30 * time.Second
 	}
 	if opts.ConnectTimeout <= 0 {
 		opts.ConnectTimeout = 10 * time.Second
@@ -165,6 +172,7 @@ func (l *Link) Start(ctx context.Context) error {
 	for range l.opts.FetchWorkers {
 		l.wg.Go(l.fetchWorker)
 	}
+	l.wg.Go(l.retryLoop)
 	tok := l.client.Connect()
 	if !tok.WaitTimeout(l.opts.ConnectTimeout) {
 		return fmt.Errorf("%w %s: no answer within %s", ErrConnect, l.opts.BrokerURL, l.opts.ConnectTimeout)
@@ -190,6 +198,26 @@ func (l *Link) Close() error {
 		l.client.Disconnect(250)
 	}
 	return nil
+}
+
+// retryLoop publishes desired states that are still unacknowledged, in
+// case the publish after the last reconnect failed too.
+func (l *Link) retryLoop() {
+	t := time.NewTicker(l.opts.RetryInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.ctx.Done():
+			return
+		case <-t.C:
+			if !l.client.IsConnectionOpen() {
+				continue
+			}
+			if err := l.RepublishDesired(l.ctx, false); err != nil && !errors.Is(err, context.Canceled) {
+				l.log.Warn("re-publishing pending desired states", "err", err)
+			}
+		}
+	}
 }
 
 // subscriptions are the device topics the control plane listens to.

@@ -6,9 +6,11 @@ package cptest
 import (
 	"bytes"
 	"crypto/rand"
+	"fmt"
 	"io"
 	"mime/multipart"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -110,6 +112,9 @@ func Do(tb testing.TB, method, url, contentType string, body io.Reader) (int, []
 	return resp.StatusCode, b
 }
 
+// clientSeq keeps client ids unique when a test connects one device twice.
+var clientSeq atomic.Int64
+
 // Device is a paho client playing an agent.
 type Device struct {
 	ID     string
@@ -123,7 +128,7 @@ func Connect(tb testing.TB, brokerURL, id string) *Device {
 	tb.Helper()
 	o := paho.NewClientOptions().
 		AddBroker("tcp://"+brokerURL[len("mqtt://"):]).
-		SetClientID("test-"+id).
+		SetClientID(fmt.Sprintf("test-%s-%d", id, clientSeq.Add(1))).
 		SetCleanSession(true).
 		SetAutoReconnect(false).
 		SetWill(wire.DeviceTopic(id, wire.Status), wire.Offline, 1, true)
