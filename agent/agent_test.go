@@ -329,3 +329,31 @@ func TestResumeAfterRestart(t *testing.T) {
 		t.Errorf("resumed model: %d %q", code, v)
 	}
 }
+
+func TestNewerDesiredStateSupersedesStalledFetch(t *testing.T) {
+	key, _ := trust.GenerateKey()
+	future := time.Now().Add(24 * time.Hour)
+	ctl := testcontrol.Start(t)
+	v1, v2 := model("1", 1), model("2", 2)
+	ctl.AddArtifact(v1.artifact)
+	ctl.AddArtifact(v2.artifact)
+	stalled := trust.Digest(v1.artifact)
+	ctl.SetFetchHook(func(r testcontrol.Request) testcontrol.Action {
+		if r.Digest == stalled {
+			return testcontrol.Action{Delay: time.Hour}
+		}
+		return testcontrol.Action{}
+	})
+	ctl.PublishDesired(dev, desired(1, sign(t, key, v1, future)))
+	// A chunk timeout far beyond the wait below: v2 can only become
+	// active in time if the new desired state cancels v1's fetch.
+	ag := startAgent(t, ctl.Broker(), shortDir(t), key, uplink.Options{ChunkTimeout: time.Minute})
+	testcontrol.Wait(t, 5*time.Second, "v1 fetch requested", func() bool { return len(ctl.Requests(dev)) > 0 })
+	ctl.PublishDesired(dev, desired(2, sign(t, key, v2, future)))
+	waitState(t, ctl, "2", wire.StateActive)
+	if code, v, _ := ag.infer(t); code != 200 || v != "2" {
+		t.Errorf("after supersede: %d %q, want v2", code, v)
+	}
+	// The abandoned download is retired, not left "fetching".
+	waitState(t, ctl, "1", wire.StateRetired)
+}

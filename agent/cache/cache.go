@@ -500,12 +500,29 @@ func (c *Cache) Activate(name, version string) error {
 }
 
 // Retire marks a version retired (no longer served). Its artifact stays
-// until eviction.
+// until eviction; the chunks of an unfinished download are dropped.
 func (c *Cache) Retire(name, version string) error {
 	err := c.db.Update(func(tx *bolt.Tx) error {
 		r, err := getRecord(tx, name, version)
 		if err != nil {
 			return err
+		}
+		if r.State == wire.StateFetching {
+			// An abandoned download: drop its chunks unless another
+			// version still fetches the same bytes.
+			all, err := allRecords(tx)
+			if err != nil {
+				return err
+			}
+			shared := false
+			for _, o := range all {
+				shared = shared || (o.Digest == r.Digest && o.State == wire.StateFetching && o.Version != r.Version)
+			}
+			if cb := tx.Bucket(bucketChunks); !shared && cb.Bucket([]byte(r.Digest)) != nil {
+				if err := cb.DeleteBucket([]byte(r.Digest)); err != nil {
+					return err
+				}
+			}
 		}
 		r.State = wire.StateRetired
 		return c.putRecord(tx, &r)
@@ -572,7 +589,8 @@ func (c *Cache) Evict(maxBytes int64) ([]Record, error) {
 // Check verifies the file's invariants: a known schema; at most one active
 // and one previous version per model; every active, previous and verified
 // version holds an artifact whose size and digest match its record; every
-// artifact is referenced by a record. Tests run it after each case.
+// artifact is referenced by a record; every set of chunks belongs to an
+// unfinished (fetching or failed) download. Tests run it after each case.
 func (c *Cache) Check() error {
 	err := c.db.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
@@ -609,6 +627,20 @@ func (c *Cache) Check() error {
 					return fmt.Errorf("%v: %w", err, ErrCorrupt)
 				}
 			}
+		}
+		downloading := map[string]bool{}
+		for _, r := range all {
+			if r.State == wire.StateFetching || r.State == wire.StateFailed {
+				downloading[r.Digest] = true
+			}
+		}
+		if err := tx.Bucket(bucketChunks).ForEachBucket(func(k []byte) error {
+			if !downloading[string(k)] {
+				return fmt.Errorf("chunks of %s belong to no unfinished download: %w", k, ErrCorrupt)
+			}
+			return nil
+		}); err != nil {
+			return err
 		}
 		return tx.Bucket(bucketArtifacts).ForEach(func(k, _ []byte) error {
 			if !used[string(k)] {

@@ -134,6 +134,21 @@ func TestResumeProgressSurvivesReopen(t *testing.T) {
 	if n, _ := c.Progress(md.Digest); n != md.Size {
 		t.Fatalf("Progress after Complete = %d, want %d", n, md.Size)
 	}
+
+	// An abandoned download's chunks go when it is retired.
+	data2, md2 := artifact("2", 1000)
+	if _, err := c.Put(md2, []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PutChunk(md2.Digest, 0, data2[:1024]); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Retire("demo", "2"); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := c.Progress(md2.Digest); n != 0 {
+		t.Errorf("retired download keeps %d bytes of chunks", n)
+	}
 }
 
 func TestCompleteRejectsBadArtifact(t *testing.T) {

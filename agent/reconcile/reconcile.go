@@ -173,18 +173,16 @@ func (r *Reconciler) Restore(ctx context.Context) error {
 }
 
 func (r *Reconciler) reconcile(ctx context.Context, ds wire.DesiredState) {
-	desired := map[string]bool{}
 	for _, dm := range ds.Models {
 		if ctx.Err() != nil {
 			return
 		}
-		desired[dm.Name] = true
 		r.apply(ctx, dm)
 	}
 	if ctx.Err() != nil {
 		return
 	}
-	r.retireUndesired(desired)
+	r.retireUndesired(ds)
 	if r.opts.CacheBytes > 0 {
 		if dropped, err := r.opts.Cache.Evict(r.opts.CacheBytes); err != nil {
 			r.log.Error("evict", "err", err)
@@ -198,15 +196,30 @@ func (r *Reconciler) reconcile(ctx context.Context, ds wire.DesiredState) {
 	r.report(ctx)
 }
 
-func (r *Reconciler) retireUndesired(desired map[string]bool) {
+// retireUndesired retires what the desired state no longer lists: every
+// version of a model name that is gone (unserving it), and unfinished or
+// unused versions of listed names. The active and previous versions of a
+// listed name stay, so a rejected upgrade keeps the old version serving.
+func (r *Reconciler) retireUndesired(ds wire.DesiredState) {
+	names, versions := map[string]bool{}, map[string]bool{}
+	for _, dm := range ds.Models {
+		names[dm.Name] = true
+		versions[dm.Name+"\x00"+dm.Version] = true
+	}
 	recs, err := r.opts.Cache.List()
 	if err != nil {
 		r.log.Error("list cache", "err", err)
 		return
 	}
 	for _, rec := range recs {
-		if desired[rec.Name] || (rec.State != wire.StateActive && rec.State != wire.StatePrevious) {
+		served := rec.State == wire.StateActive || rec.State == wire.StatePrevious
+		switch {
+		case versions[rec.Name+"\x00"+rec.Version]:
 			continue
+		case names[rec.Name] && served:
+			continue
+		case !served && rec.State != wire.StateFetching && rec.State != wire.StateVerified:
+			continue // already retired, rejected or failed
 		}
 		if rec.State == wire.StateActive {
 			r.opts.Registry.Remove(rec.Name)
@@ -215,7 +228,7 @@ func (r *Reconciler) retireUndesired(desired map[string]bool) {
 			r.log.Error("retire", "model", rec.Name, "version", rec.Version, "err", err)
 			continue
 		}
-		r.log.Info("retired model no longer desired", "model", rec.Name, "version", rec.Version)
+		r.log.Info("retired version no longer desired", "model", rec.Name, "version", rec.Version, "was", rec.State)
 	}
 }
 
