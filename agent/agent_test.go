@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -32,8 +33,40 @@ type testModel struct {
 	format   string
 }
 
-func model(version string, scale float32) testModel {
-	return testModel{version: version, artifact: testengine.Artifact(scale), format: testengine.Format}
+// demoModel is the real demo classifier (input "input" FP32 [1,8] ->
+// "probabilities" FP32 [1,3]), run by the gotflite engine.
+func demoModel(t *testing.T, version string) testModel {
+	t.Helper()
+	b, err := os.ReadFile("../testdata/models/demo/model.tflite")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return testModel{version: version, artifact: b, format: "tflite"}
+}
+
+// reference is the demo model's first recorded case from the official
+// TFLite interpreter.
+type reference struct {
+	input, output []float32
+}
+
+func demoReference(t *testing.T) reference {
+	t.Helper()
+	b, err := os.ReadFile("../testdata/models/demo/reference.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ref struct {
+		Cases []struct {
+			Inputs  []struct{ Data []float32 } `json:"inputs"`
+			Outputs []struct{ Data []float32 } `json:"outputs"`
+		} `json:"cases"`
+	}
+	if err := json.Unmarshal(b, &ref); err != nil || len(ref.Cases) == 0 {
+		t.Fatalf("reference.json: %v", err)
+	}
+	c := ref.Cases[0]
+	return reference{c.Inputs[0].Data, c.Outputs[0].Data}
 }
 
 // sign makes the signed metadata envelope for m.
@@ -86,7 +119,6 @@ func startAgent(t *testing.T, broker, dataDir string, key *trust.PrivateKey, uo 
 		DeviceID: dev, Broker: broker, DataDir: dataDir,
 		Verifier:         trust.NewKeyring(1, key.Public()),
 		Uplink:           uo,
-		EnginePreference: []string{testengine.Name},
 		Logger:           slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
@@ -135,11 +167,14 @@ func startAgent(t *testing.T, broker, dataDir string, key *trust.PrivateKey, uo 
 	return r
 }
 
-// infer asks the agent for a prediction and returns the served version
-// and output data.
-func (r *running) infer(t *testing.T) (int, string, string) {
+// infer sends the demo reference input and returns the status, the
+// served version, and whether the output matches the official
+// interpreter's (within 1e-5).
+func (r *running) infer(t *testing.T) (int, string, bool) {
 	t.Helper()
-	body := `{"inputs":[{"name":"input","shape":[1,8],"datatype":"FP32","data":[1,1,1,1,1,1,1,1]}]}`
+	ref := demoReference(t)
+	in, _ := json.Marshal(ref.input)
+	body := `{"inputs":[{"name":"input","shape":[1,8],"datatype":"FP32","data":` + string(in) + `}]}`
 	resp, err := r.client.Post("http://agent/v2/models/demo/infer", "application/json", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
@@ -148,15 +183,16 @@ func (r *running) infer(t *testing.T) (int, string, string) {
 	var out struct {
 		Version string `json:"model_version"`
 		Outputs []struct {
-			Data json.RawMessage `json:"data"`
+			Name string    `json:"name"`
+			Data []float32 `json:"data"`
 		} `json:"outputs"`
 	}
 	json.NewDecoder(resp.Body).Decode(&out)
-	var data string
-	if len(out.Outputs) > 0 {
-		data = string(out.Outputs[0].Data)
+	match := len(out.Outputs) == 1 && out.Outputs[0].Name == "probabilities" && len(out.Outputs[0].Data) == len(ref.output)
+	for i := 0; match && i < len(ref.output); i++ {
+		match = math.Abs(float64(out.Outputs[0].Data[i]-ref.output[i])) < 1e-5
 	}
-	return resp.StatusCode, out.Version, data
+	return resp.StatusCode, out.Version, match
 }
 
 func waitState(t *testing.T, ctl *testcontrol.Control, version, state string) wire.ModelStatus {

@@ -508,4 +508,3 @@ func corruptArtifact(t *testing.T, dir string) {
 		t.Fatal(err)
 	}
 }
-
