@@ -3,6 +3,7 @@ package serve
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -13,8 +14,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/starling-edge/starling/agent/internal/testengine"
 	"github.com/starling-edge/starling/agent/runtime"
+	_ "github.com/starling-edge/starling/agent/runtime/gotflite"
 )
 
 // startServer serves reg on a unix socket in a temp dir and returns a
@@ -57,13 +58,41 @@ func startServer(t *testing.T, reg *Registry, opts Options) (*http.Client, strin
 	return &http.Client{Transport: tr}, opts.Socket
 }
 
-func loadTest(t *testing.T, reg *Registry, version string, scale float32) {
+// loadDemo serves the real demo model (gotflite) as demo:version.
+func loadDemo(t *testing.T, reg *Registry, version string) {
 	t.Helper()
-	m, err := testengine.Engine{}.Load(testengine.Artifact(scale), runtime.LoadOptions{})
+	b, err := os.ReadFile("../../testdata/models/demo/model.tflite")
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg.Swap("demo", version, testengine.Format, m)
+	e, err := runtime.Lookup("gotflite")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := e.Load(b, runtime.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.Swap("demo", version, e.Format(), m)
+}
+
+// demoCase is the first case the official interpreter recorded.
+func demoCase(t *testing.T) (in, out []float32) {
+	t.Helper()
+	b, err := os.ReadFile("../../testdata/models/demo/reference.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ref struct {
+		Cases []struct {
+			Inputs  []struct{ Data []float32 } `json:"inputs"`
+			Outputs []struct{ Data []float32 } `json:"outputs"`
+		} `json:"cases"`
+	}
+	if err := json.Unmarshal(b, &ref); err != nil || len(ref.Cases) == 0 {
+		t.Fatalf("reference.json: %v", err)
+	}
+	return ref.Cases[0].Inputs[0].Data, ref.Cases[0].Outputs[0].Data
 }
 
 func do(t *testing.T, c *http.Client, method, path, body string) (int, map[string]any) {
@@ -99,7 +128,7 @@ func TestHealthAndMetadata(t *testing.T) {
 	if code, body := do(t, c, "GET", "/v2/health/ready", ""); code != 503 || body["error"] == nil {
 		t.Errorf("ready with no model: %d %v, want 503 with error", code, body)
 	}
-	loadTest(t, reg, "1", 1)
+	loadDemo(t, reg, "1")
 	if code, _ := do(t, c, "GET", "/v2/health/ready", ""); code != 200 {
 		t.Errorf("ready with a model: %d", code)
 	}
@@ -114,7 +143,7 @@ func TestHealthAndMetadata(t *testing.T) {
 	}
 	code, body = do(t, c, "GET", "/v2/models/demo", "")
 	in, _ := body["inputs"].([]any)
-	if code != 200 || body["platform"] != testengine.Format || len(in) != 1 {
+	if code != 200 || body["platform"] != "tflite" || len(in) != 1 {
 		t.Fatalf("model metadata: %d %v", code, body)
 	}
 	if first := in[0].(map[string]any); first["name"] != "input" || first["datatype"] != "FP32" {
@@ -130,7 +159,7 @@ func TestHealthAndMetadata(t *testing.T) {
 
 func TestInferAndBadRequests(t *testing.T) {
 	reg := NewRegistry()
-	loadTest(t, reg, "1", 2)
+	loadDemo(t, reg, "1")
 	c, _ := startServer(t, reg, Options{MaxBodyBytes: 4096})
 
 	tests := []struct {
@@ -173,22 +202,30 @@ func TestInferAndBadRequests(t *testing.T) {
 		})
 	}
 
-	// Nested data is accepted, and the answer is the model's.
+	// Nested data is accepted, and the answer is the official
+	// interpreter's.
+	in, want := demoCase(t)
+	nested, _ := json.Marshal([][]float32{in})
 	code, body := do(t, c, "POST", "/v2/models/demo/infer",
-		`{"id":"n","inputs":[{"name":"input","shape":[1,8],"datatype":"FP32","data":[[1,2,3,4,5,6,7,8]]}]}`)
+		`{"id":"n","inputs":[{"name":"input","shape":[1,8],"datatype":"FP32","data":`+string(nested)+`}]}`)
 	if code != 200 || body["id"] != "n" || body["model_version"] != "1" {
 		t.Fatalf("nested infer: %d %v", code, body)
 	}
 	out := body["outputs"].([]any)[0].(map[string]any)
-	got, _ := json.Marshal(out["data"])
-	if out["name"] != "probabilities" || string(got) != "[24,30,18]" {
-		t.Errorf("output %v, want probabilities [24,30,18]", out)
+	got := out["data"].([]any)
+	if out["name"] != "probabilities" || out["datatype"] != "FP32" || len(got) != len(want) {
+		t.Fatalf("output %v, want probabilities FP32 [1,3]", out)
+	}
+	for i := range want {
+		if d := got[i].(float64) - float64(want[i]); d > 1e-5 || d < -1e-5 {
+			t.Errorf("probabilities[%d] = %v, reference %v", i, got[i], want[i])
+		}
 	}
 }
 
 func TestSwapDuringInference(t *testing.T) {
 	reg := NewRegistry()
-	loadTest(t, reg, "1", 1)
+	loadDemo(t, reg, "1")
 	c, _ := startServer(t, reg, Options{})
 	var wg sync.WaitGroup
 	errs := make(chan string, 64)
@@ -212,7 +249,7 @@ func TestSwapDuringInference(t *testing.T) {
 		}()
 	}
 	for v := 2; v < 30; v++ {
-		loadTest(t, reg, string(rune('0'+v%10)), float32(v))
+		loadDemo(t, reg, fmt.Sprint(v))
 	}
 	wg.Wait()
 	close(errs)
