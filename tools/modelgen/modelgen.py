@@ -124,14 +124,302 @@ def build_demo():
 
 
 # ---------------------------------------------------------------------------
+# Small-but-real model families (Keras layers, random initialised weights).
+# Each is a scaled-down member of a family edge devices run, with the same
+# layer structure (and so the same TFLite operators) as the full-size model;
+# inputs are kept small so that testdata stays small.
+
+
+def keras_layers():
+    import keras  # noqa: PLC0415 (imported late: only the families need it)
+
+    return keras, keras.layers
+
+
+def bn(x):
+    """BatchNormalization with non-trivial statistics, so that the converter's
+    folding into the preceding convolution is exercised."""
+    keras, L = keras_layers()
+    return L.BatchNormalization(
+        beta_initializer="random_normal",
+        gamma_initializer=keras.initializers.RandomUniform(0.5, 1.5),
+        moving_mean_initializer="random_normal",
+        moving_variance_initializer=keras.initializers.RandomUniform(0.5, 1.5),
+    )(x)
+
+
+def conv_bn(x, filters, kernel=3, strides=1, act="relu6"):
+    _, L = keras_layers()
+    x = L.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False)(x)
+    x = bn(x)
+    return activation(x, act)
+
+
+def activation(x, act):
+    _, L = keras_layers()
+    if act == "relu6":
+        return L.ReLU(6.0)(x)
+    if act == "relu":
+        return L.ReLU()(x)
+    if act == "hard_swish":
+        return L.Activation("hard_swish")(x)
+    if act is None:
+        return x
+    raise ValueError(act)
+
+
+def depthwise_bn(x, kernel=3, strides=1, act="relu6"):
+    _, L = keras_layers()
+    if strides == 2:
+        # As Keras' MobileNets do: explicit padding, then a valid convolution.
+        x = L.ZeroPadding2D(((kernel // 2 - 1 + kernel % 2, kernel // 2), (kernel // 2 - 1 + kernel % 2, kernel // 2)))(x)
+        x = L.DepthwiseConv2D(kernel, strides=2, padding="valid", use_bias=False)(x)
+    else:
+        x = L.DepthwiseConv2D(kernel, padding="same", use_bias=False)(x)
+    x = bn(x)
+    return activation(x, act)
+
+
+def squeeze_excite(x, channels):
+    _, L = keras_layers()
+    s = L.GlobalAveragePooling2D(keepdims=True)(x)
+    s = L.Conv2D(max(channels // 4, 4), 1, activation="relu")(s)
+    s = L.Conv2D(channels, 1)(s)
+    s = L.Activation("hard_sigmoid")(s)
+    return L.Multiply()([x, s])
+
+
+def inverted_residual(x, expansion, out, kernel=3, strides=1, act="relu6", se=False):
+    _, L = keras_layers()
+    cin = x.shape[-1]
+    h = x
+    if expansion != 1:
+        h = conv_bn(h, cin * expansion, kernel=1, act=act)
+    h = depthwise_bn(h, kernel=kernel, strides=strides, act=act)
+    if se:
+        h = squeeze_excite(h, h.shape[-1])
+    h = conv_bn(h, out, kernel=1, act=None)
+    if strides == 1 and cin == out:
+        h = L.Add()([x, h])
+    return h
+
+
+def classifier_head(x, classes=10, dense=True):
+    keras, L = keras_layers()
+    x = L.GlobalAveragePooling2D()(x)
+    return L.Dense(classes, activation="softmax")(x)
+
+
+def image_input(size=32, channels=3):
+    keras, _ = keras_layers()
+    return keras.Input((size, size, channels), batch_size=1)
+
+
+def mobilenet_v1():
+    keras, L = keras_layers()
+    inp = image_input()
+    x = conv_bn(inp, 8, strides=2)
+    for ch, st in [(16, 1), (32, 2), (32, 1), (48, 2)]:
+        x = depthwise_bn(x, strides=st)
+        x = conv_bn(x, ch, kernel=1)
+    x = L.GlobalAveragePooling2D(keepdims=True)(x)
+    x = L.Conv2D(10, 1)(x)
+    x = L.Reshape((10,))(x)
+    x = L.Softmax()(x)
+    return keras.Model(inp, x)
+
+
+def mobilenet_v2():
+    keras, _ = keras_layers()
+    inp = image_input()
+    x = conv_bn(inp, 8, strides=2)
+    for t, c, st in [(1, 8, 1), (4, 12, 2), (4, 12, 1), (4, 16, 2), (4, 16, 1)]:
+        x = inverted_residual(x, t, c, strides=st)
+    x = conv_bn(x, 64, kernel=1)
+    return keras.Model(inp, classifier_head(x))
+
+
+def mobilenet_v3():
+    keras, L = keras_layers()
+    inp = image_input()
+    x = conv_bn(inp, 8, strides=2, act="hard_swish")
+    x = inverted_residual(x, 1, 8, strides=2, act="relu", se=True)
+    x = inverted_residual(x, 3, 12, act="relu")
+    x = inverted_residual(x, 3, 16, kernel=5, strides=2, act="hard_swish", se=True)
+    x = inverted_residual(x, 3, 16, kernel=5, act="hard_swish", se=True)
+    x = conv_bn(x, 48, kernel=1, act="hard_swish")
+    x = L.GlobalAveragePooling2D(keepdims=True)(x)
+    x = L.Conv2D(32, 1)(x)
+    x = activation(x, "hard_swish")
+    x = L.Flatten()(x)
+    x = L.Dense(10, activation="softmax")(x)
+    return keras.Model(inp, x)
+
+
+def efficientnet_lite0():
+    keras, _ = keras_layers()
+    inp = image_input()
+    x = conv_bn(inp, 8, strides=2)
+    for t, c, k, st in [(1, 8, 3, 1), (4, 12, 3, 2), (4, 12, 3, 1), (4, 16, 5, 2), (4, 16, 5, 1), (4, 24, 3, 1)]:
+        x = inverted_residual(x, t, c, kernel=k, strides=st)
+    x = conv_bn(x, 64, kernel=1)
+    return keras.Model(inp, classifier_head(x))
+
+
+def ds_cnn():
+    """DS-CNN keyword spotting (Zhang et al., "Hello Edge"): 49 MFCC frames
+    of 10 coefficients -> 12 classes."""
+    keras, L = keras_layers()
+    inp = keras.Input((49, 10, 1), batch_size=1)
+    x = L.Conv2D(16, (10, 4), strides=(2, 2), padding="same", use_bias=False)(inp)
+    x = activation(bn(x), "relu")
+    for _ in range(2):
+        x = depthwise_bn(x, act="relu")
+        x = conv_bn(x, 16, kernel=1, act="relu")
+    x = L.AveragePooling2D(pool_size=(25, 5))(x)
+    x = L.Flatten()(x)
+    x = L.Dense(12, activation="softmax")(x)
+    return keras.Model(inp, x)
+
+
+def pool_concat():
+    """Operator coverage the families above leave out: MAX_POOL_2D,
+    AVERAGE_POOL_2D with SAME padding, CONCATENATION, PAD, MEAN without
+    keep_dims, SUB and LOGISTIC."""
+    keras, L = keras_layers()
+    inp = image_input(16, 4)
+    x = conv_bn(inp, 8, kernel=1)
+    a = L.MaxPooling2D(3, strides=2, padding="same")(x)
+    b = L.AveragePooling2D(3, strides=2, padding="same")(x)
+    c = L.MaxPooling2D(2)(x)
+    x = L.Concatenate()([a, b, c])
+    x = L.ZeroPadding2D(((1, 2), (2, 1)))(x)
+    x = L.Conv2D(12, 3, padding="valid")(x)
+    x = L.Subtract()([x, L.Activation("sigmoid")(x)])
+    x = L.GlobalAveragePooling2D()(x)
+    x = L.Dense(6, activation="sigmoid")(x)
+    return keras.Model(inp, x)
+
+
+def autoencoder():
+    """A dense autoencoder for sensor anomaly detection: 32 -> 8 -> 32."""
+    keras, L = keras_layers()
+    inp = keras.Input((32,), batch_size=1)
+    x = L.Dense(16, activation="relu")(inp)
+    x = L.Dense(8, activation="relu")(x)
+    x = L.Dense(16, activation="relu")(x)
+    x = L.Dense(32, activation="sigmoid")(x)
+    return keras.Model(inp, x)
+
+
+def keras_to_tflite(model, in_shape, out_name, quant=None, rep=None):
+    """Freezes a Keras model into a signature with one input "input" and one
+    output out_name, and converts it. quant selects full-integer
+    quantization: "int8" (per-channel weights, int8 input and output),
+    "int8-per-tensor" (per-tensor weights), "uint8-io" (int8 inside, uint8
+    input and output) or "float-io" (int8 inside, float input and output)."""
+    from tensorflow.python.framework.convert_to_constants import (  # noqa: PLC0415
+        convert_variables_to_constants_v2,
+    )
+
+    class Wrapped(tf.Module):
+        def __init__(self, m):
+            self.m = m
+
+        @tf.function(input_signature=[tf.TensorSpec(in_shape, tf.float32, name="input")])
+        def serve(self, x):
+            return {out_name: self.m(x, training=False)}
+
+    wrapped = Wrapped(model)
+    frozen = convert_variables_to_constants_v2(wrapped.serve.get_concrete_function())
+
+    class Frozen(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec(in_shape, tf.float32, name="input")])
+        def serve(self, x):
+            return {out_name: frozen(x)[0]}
+
+    f = Frozen()
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([f.serve.get_concrete_function()], f)
+    if quant is not None:
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = lambda: ({"input": x} for x in rep)
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if quant in ("int8", "int8-per-tensor"):
+            conv.inference_input_type = tf.int8
+            conv.inference_output_type = tf.int8
+        elif quant == "uint8-io":
+            conv.inference_input_type = tf.uint8
+            conv.inference_output_type = tf.uint8
+        elif quant != "float-io":
+            raise ValueError(quant)
+        if quant == "int8-per-tensor":
+            conv._experimental_disable_per_channel = True
+    return conv.convert()
+
+
+def grid_inputs(rng, shape, n, lo=-1.0, hi=1.0):
+    """n float inputs on a 1/64 grid: exact in float32 and short in JSON."""
+    return [(np.round(rng.uniform(lo, hi, shape) * 64) / 64).astype(np.float32) for _ in range(n)]
+
+
+def quantize_input(tfl, x):
+    """Quantizes a float input with the model's input quantization."""
+    d = tf.lite.Interpreter(model_content=tfl).get_input_details()[0]
+    if d["dtype"] == np.float32:
+        return x
+    scale, zero = d["quantization"]
+    info = np.iinfo(d["dtype"])
+    return np.clip(np.round(x / scale) + zero, info.min, info.max).astype(d["dtype"])
+
+
+def family(name, build, in_shape, out_name, seed, cases=3, quant=None, lo=-1.0, hi=1.0):
+    """Registers a model family variant."""
+
+    @model(name)
+    def builder():
+        rng = seeded(seed)
+        m = build()
+        rep = grid_inputs(rng, in_shape, 16, lo, hi)
+        tfl = keras_to_tflite(m, in_shape, out_name, quant=quant, rep=rep)
+        xs = grid_inputs(rng, in_shape, cases, lo, hi)
+        return tfl, [{"input": quantize_input(tfl, x)} for x in xs]
+
+    return builder
+
+
+IMG = [1, 32, 32, 3]
+KWS = [1, 49, 10, 1]
+for fam_name, fam_build, fam_shape, fam_out, fam_seed in [
+    ("mobilenet_v1", mobilenet_v1, IMG, "probabilities", 11),
+    ("mobilenet_v2", mobilenet_v2, IMG, "probabilities", 12),
+    ("mobilenet_v3", mobilenet_v3, IMG, "probabilities", 13),
+    ("efficientnet_lite0", efficientnet_lite0, IMG, "probabilities", 14),
+    ("ds_cnn", ds_cnn, KWS, "probabilities", 15),
+    ("pool_concat", pool_concat, [1, 16, 16, 4], "scores", 16),
+    ("autoencoder", autoencoder, [1, 32], "reconstruction", 17),
+]:
+    fam_cases = 2 if fam_shape == IMG else 4
+    family(fam_name, fam_build, fam_shape, fam_out, fam_seed, cases=fam_cases)
+
+
+# ---------------------------------------------------------------------------
 # Reference recording
+
+
+class F32:
+    """A float32 JSON number written as the shortest decimal that reads back
+    as the same float32."""
+
+    def __init__(self, v):
+        self.v = v
 
 
 def to_json_list(a):
     """Flattens an array to JSON numbers that round-trip exactly."""
     flat = a.reshape(-1)
+    if a.dtype == np.float32:
+        return [F32(v) for v in flat]
     if a.dtype.kind == "f":
-        # float(np.float32) is the exact value as a double; repr round-trips.
         return [float(v) for v in flat]
     if a.dtype.kind == "b":
         return [bool(v) for v in flat]
@@ -189,6 +477,19 @@ def record(tfl, cases):
     return {"model": "model.tflite", "cases": ref_cases}
 
 
+def dump_json(obj):
+    """json.dumps that writes F32 values as their shortest float32 decimal."""
+    if isinstance(obj, dict):
+        return "{" + ",".join(json.dumps(k) + ":" + dump_json(v) for k, v in obj.items()) + "}"
+    if isinstance(obj, list):
+        return "[" + ",".join(dump_json(v) for v in obj) + "]"
+    if isinstance(obj, F32):
+        if not np.isfinite(obj.v):
+            raise SystemExit(f"modelgen: non-finite output {obj.v}")
+        return np.format_float_positional(obj.v, unique=True, trim="-") if abs(obj.v) >= 1e-4 or obj.v == 0 else np.format_float_scientific(obj.v, unique=True, trim="-")
+    return json.dumps(obj)
+
+
 def write_model(out_dir, name, builder):
     tfl, cases = builder()
     ref = record(tfl, cases)
@@ -199,7 +500,7 @@ def write_model(out_dir, name, builder):
     with open(os.path.join(d, "reference.json"), "w") as f:
         # One case per line keeps diffs readable and the file compact.
         f.write('{"model":"model.tflite","cases":[\n')
-        f.write(",\n".join(json.dumps(c, separators=(",", ":")) for c in ref["cases"]))
+        f.write(",\n".join(dump_json(c) for c in ref["cases"]))
         f.write("\n]}\n")
     print(f"modelgen: {name}: {len(tfl)} bytes, {len(cases)} cases", file=sys.stderr)
 

@@ -116,10 +116,10 @@ func TestLoadMalformed(t *testing.T) {
 		}, false, "opcode index 77 out of range"},
 		{"unsupported op", func(t *testing.T, b []byte) []byte {
 			oc := opcodeOf(t, b, 8) // SOFTMAX
-			b[fieldPos(t, oc, opcodeDeprecatedBuiltin, 1)] = opConv2D
-			put32(b, fieldPos(t, oc, opcodeBuiltinCode, 4), opConv2D)
+			b[fieldPos(t, oc, opcodeDeprecatedBuiltin, 1)] = 16 // LSTM
+			put32(b, fieldPos(t, oc, opcodeBuiltinCode, 4), 16)
 			return b
-		}, true, "unsupported op CONV_2D"},
+		}, true, "unsupported op LSTM"},
 		{"read before written", func(t *testing.T, b []byte) []byte {
 			// Operator 0 (RELU) reads the output of operator 1.
 			out := binary.LittleEndian.Uint32(b[vectorPos(t, operator(t, b, 1), operatorOutputs)+4:])

@@ -18,3 +18,21 @@ func prepActivationQuant(p *opPrep, in, out *tinfo) (kernel, error) {
 func prepSoftmaxQuant(p *opPrep, in, out *tinfo, beta float32, depth int) (kernel, error) {
 	return nil, unsupported("input %s has type %s", in, in.typ)
 }
+
+func prepConvQuant(p *opPrep, w *window, in, f, bias, out *tinfo, act int8, depthwise bool) (kernel, error) {
+	return nil, unsupported("input %s has type %s", in, in.typ)
+}
+
+func prepPoolQuant(p *opPrep, w *window, in, out *tinfo, act int8, isMax bool) (kernel, error) {
+	return nil, unsupported("input %s has type %s", in, in.typ)
+}
+
+func prepMeanQuant(p *opPrep, in, out *tinfo, tab []int32, count int) (kernel, error) {
+	return nil, unsupported("input %s has type %s", in, in.typ)
+}
+
+func quantConcatCheck(p *opPrep, out *tinfo) error { return nil }
+
+func prepHardSwishQuant(p *opPrep, in, out *tinfo) (kernel, error) {
+	return nil, unsupported("input %s has type %s", in, in.typ)
+}
