@@ -115,7 +115,7 @@ func TestLoadMalformed(t *testing.T) {
 			return b
 		}, false, "opcode index 77 out of range"},
 		{"unsupported op", func(t *testing.T, b []byte) []byte {
-			oc := opcodeOf(t, b, 8) // SOFTMAX
+			oc := opcodeOf(t, b, 8)                             // SOFTMAX
 			b[fieldPos(t, oc, opcodeDeprecatedBuiltin, 1)] = 16 // LSTM
 			put32(b, fieldPos(t, oc, opcodeBuiltinCode, 4), 16)
 			return b
