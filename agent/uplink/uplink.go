@@ -88,6 +88,12 @@ type Session struct {
 	lost   chan struct{}
 	idBase string
 	seq    atomic.Uint64
+	// ready is set once a connect, including paho's resend of stored
+	// messages, has finished, and cleared when the connection drops.
+	// IMPORTANT: nothing is published while it is false: paho's resume
+	// marks stored packets as duplicates in place, which races with a
+	// concurrent first send of the same packet.
+	ready atomic.Bool
 
 	mu      sync.Mutex
 	report  []byte   // latest reported state, republished on connect
@@ -158,8 +164,8 @@ func New(opts Options) (*Session, error) {
 		SetConnectRetry(false).
 		SetOrderMatters(true).
 		SetWill(s.topic(wire.Status), wire.Offline, 1, true).
-		SetOnConnectHandler(s.onConnect).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+			s.ready.Store(false)
 			s.log.Warn("connection lost", "err", err)
 			select {
 			case s.lost <- struct{}{}:
@@ -173,7 +179,7 @@ func New(opts Options) (*Session, error) {
 func (s *Session) topic(name string) string { return wire.DeviceTopic(s.opts.DeviceID, name) }
 
 // Connected reports whether the session is connected now.
-func (s *Session) Connected() bool { return s.client.IsConnectionOpen() }
+func (s *Session) Connected() bool { return s.ready.Load() && s.client.IsConnectionOpen() }
 
 // Run connects and keeps the session connected until ctx ends, then
 // publishes a retained "offline" status and disconnects. It returns nil
@@ -206,6 +212,7 @@ func (s *Session) Run(ctx context.Context) error {
 			}
 		}
 		attempt = 0
+		s.onConnect(s.client)
 		select {
 		case <-s.lost:
 		case <-ctx.Done():
@@ -215,14 +222,16 @@ func (s *Session) Run(ctx context.Context) error {
 }
 
 func (s *Session) shutdown() {
-	if s.client.IsConnectionOpen() {
+	connected := s.Connected()
+	s.ready.Store(false)
+	if connected {
 		// A clean disconnect suppresses the will, so say it ourselves.
 		s.client.Publish(s.topic(wire.Status), 1, true, wire.Offline).WaitTimeout(time.Second)
 	}
 	s.client.Disconnect(250)
 }
 
-// onConnect runs on its own goroutine after every successful connect.
+// onConnect runs on Run's goroutine after every successful connect.
 func (s *Session) onConnect(c mqtt.Client) {
 	s.log.Info("connected", "broker", s.opts.Broker, "device", s.opts.DeviceID)
 	subs := map[string]byte{s.topic(wire.Desired): 1, s.topic(wire.FetchResp): 1}
@@ -234,6 +243,7 @@ func (s *Session) onConnect(c mqtt.Client) {
 	s.mu.Lock()
 	report, events := s.report, s.events
 	s.events = nil
+	s.ready.Store(true) // under mu: Report and Event see either the queue or ready
 	s.mu.Unlock()
 	if report != nil {
 		c.Publish(s.topic(wire.Reported), 1, true, report)
@@ -297,8 +307,9 @@ func (s *Session) Report(ctx context.Context, rs wire.ReportedState) error {
 	}
 	s.mu.Lock()
 	s.report = b
+	ready := s.ready.Load()
 	s.mu.Unlock()
-	if !s.client.IsConnectionOpen() {
+	if !ready {
 		return nil
 	}
 	if err := s.publish(ctx, wire.Reported, true, b); err != nil {
@@ -315,8 +326,8 @@ func (s *Session) Event(ctx context.Context, e wire.Event) error {
 	if err != nil {
 		return fmt.Errorf("uplink.Event: %w", err)
 	}
-	if !s.client.IsConnectionOpen() {
-		s.mu.Lock()
+	s.mu.Lock()
+	if !s.ready.Load() {
 		if len(s.events) >= s.opts.MaxPendingEvents {
 			s.events = s.events[1:]
 		}
@@ -324,6 +335,7 @@ func (s *Session) Event(ctx context.Context, e wire.Event) error {
 		s.mu.Unlock()
 		return nil
 	}
+	s.mu.Unlock()
 	if err := s.publish(ctx, wire.Events, false, b); err != nil {
 		return fmt.Errorf("uplink.Event %s: %w", e.Kind, err)
 	}
@@ -373,8 +385,11 @@ func (s *Session) Fetch(ctx context.Context, digest string, size, from int64, si
 		s.register(id, resp)
 		pending[id] = r
 		b, _ := json.Marshal(wire.FetchRequest{ID: id, Digest: digest, Offset: r.off, Length: r.n})
-		// Not waited for: a lost request is retried on its deadline.
-		s.client.Publish(s.topic(wire.FetchReq), 1, false, b)
+		// Not waited for: a lost (or, while offline, unsent) request is
+		// retried on its deadline.
+		if s.ready.Load() {
+			s.client.Publish(s.topic(wire.FetchReq), 1, false, b)
+		}
 		return nil
 	}
 	next := from
