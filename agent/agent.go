@@ -8,6 +8,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"github.com/starling-edge/starling/shared/version"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -22,9 +23,9 @@ import (
 	"github.com/starling-edge/starling/shared/wire"
 )
 
-// Version is the agent's version, set at link time with
-// -ldflags "-X github.com/starling-edge/starling/agent.Version=...".
-var Version = "dev"
+// Version is the agent's version: the build's, set at link time in
+// shared/version (see the Makefile's LDFLAGS).
+var Version = version.Version
 
 // Options configure an Agent. DeviceID, Broker, DataDir and Verifier are
 // required.

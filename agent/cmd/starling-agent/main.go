@@ -77,6 +77,7 @@ func parseConfig(args []string, stderr io.Writer) (agent.Config, error) {
 	fs.StringVar(&flagCfg.Socket, "socket", "", "unix socket `path` for the local API (default DIR/agent.sock)")
 	fs.StringVar(&flagCfg.TrustKey, "trust-key", "", "operator's Ed25519 public key `file`")
 	fs.StringVar(&flagCfg.TCP, "tcp", "", "optional loopback `addr` for the local API, e.g. 127.0.0.1:8080")
+	fs.IntVar(&flagCfg.ChunkSize, "chunk-size", 0, "artifact fetch chunk size in `bytes` (default 262144)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -102,6 +103,8 @@ func parseConfig(args []string, stderr io.Writer) (agent.Config, error) {
 			cfg.TrustKey = flagCfg.TrustKey
 		case "tcp":
 			cfg.TCP = flagCfg.TCP
+		case "chunk-size":
+			cfg.ChunkSize = flagCfg.ChunkSize
 		}
 	})
 	return cfg, cfg.Validate()
