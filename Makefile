@@ -13,7 +13,7 @@ CROSS_TARGETS := linux/amd64 linux/arm64 linux/arm/7
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/starling-edge/starling/shared/version.Version=$(VERSION)
 
-.PHONY: all build demo test test-deps lint cross models conformance clean
+.PHONY: all build demo test test-deps lint cross models conformance bench-tflite clean
 
 all: build
 
@@ -60,6 +60,13 @@ $(VENV)/bin/python: tools/modelgen/requirements.txt
 # Rebuild the test models and re-record the official interpreter's outputs.
 models: $(VENV)/bin/python
 	$(VENV)/bin/python tools/modelgen/modelgen.py --out testdata/models
+
+# gotflite against the official interpreter (XNNPACK), MobileNet v2 1.0 224,
+# float32 and int8, 1 and 2 threads. Results go in docs/BENCHMARKS.md.
+BENCH_MODELS := .cache/bench-models
+bench-tflite: $(VENV)/bin/python
+	$(VENV)/bin/python tools/tflitebench/makemodels.py --out $(BENCH_MODELS)
+	$(GO) run ./tools/tflitebench --models $(BENCH_MODELS) --python $(VENV)/bin/python $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BIN) dist
