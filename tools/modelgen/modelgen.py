@@ -400,6 +400,13 @@ for fam_name, fam_build, fam_shape, fam_out, fam_seed in [
 ]:
     fam_cases = 2 if fam_shape == IMG else 4
     family(fam_name, fam_build, fam_shape, fam_out, fam_seed, cases=fam_cases)
+    # Full-integer int8 (per-channel weights, int8 input and output).
+    family(fam_name + "_int8", fam_build, fam_shape, fam_out, fam_seed, cases=fam_cases, quant="int8")
+
+# Other quantization schemes, on one family each.
+family("mobilenet_v2_int8_per_tensor", mobilenet_v2, IMG, "probabilities", 12, cases=2, quant="int8-per-tensor")
+family("ds_cnn_uint8_io", ds_cnn, KWS, "probabilities", 15, cases=4, quant="uint8-io")
+family("autoencoder_float_io", autoencoder, [1, 32], "reconstruction", 17, cases=4, quant="float-io")
 
 
 # ---------------------------------------------------------------------------

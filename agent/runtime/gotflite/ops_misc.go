@@ -170,18 +170,23 @@ func prepPad(p *opPrep) (kernel, error) {
 	switch in.typ {
 	case tFloat32:
 		return padKernel(ii, oi, tab, func(v *views) ([]float32, []float32) { return v.f32[ii], v.f32[oi] }, 0), nil
-	case tInt8:
-		zero := int8(0)
-		if len(out.q.zero) > 0 {
-			zero = int8(out.q.zero[0])
+	case tInt8, tUint8:
+		// Quantized padding is the output's zero point (real 0.0).
+		si, zi, err := perTensor(in, "input")
+		if err != nil {
+			return nil, err
 		}
-		return padKernel(ii, oi, tab, func(v *views) ([]int8, []int8) { return v.i8[ii], v.i8[oi] }, zero), nil
-	case tUint8:
-		zero := uint8(0)
-		if len(out.q.zero) > 0 {
-			zero = uint8(out.q.zero[0])
+		so, zo, err := perTensor(out, "output")
+		if err != nil {
+			return nil, err
 		}
-		return padKernel(ii, oi, tab, func(v *views) ([]uint8, []uint8) { return v.u8[ii], v.u8[oi] }, zero), nil
+		if si != so || zi != zo {
+			return nil, unsupported("input %s and output %s are quantized differently", in, out)
+		}
+		if in.typ == tInt8 {
+			return padKernel(ii, oi, tab, func(v *views) ([]int8, []int8) { return v.i8[ii], v.i8[oi] }, int8(zo)), nil
+		}
+		return padKernel(ii, oi, tab, func(v *views) ([]uint8, []uint8) { return v.u8[ii], v.u8[oi] }, uint8(zo)), nil
 	case tInt32:
 		return padKernel(ii, oi, tab, func(v *views) ([]int32, []int32) { return v.i32[ii], v.i32[oi] }, 0), nil
 	}

@@ -138,17 +138,6 @@ const (
 	kindArena                    // a window of each executor's arena
 )
 
-// quant is a tensor's affine quantization: real = scale * (q - zero).
-// Per-tensor quantization has one scale; per-channel has one per index of
-// dimension dim.
-type quant struct {
-	scale []float32
-	zero  []int32
-	dim   int
-}
-
-func (q *quant) perTensor() bool { return len(q.scale) == 1 }
-
 // tinfo is one tensor of the executed subgraph.
 type tinfo struct {
 	index int
@@ -157,7 +146,6 @@ type tinfo struct {
 	shape []int   // static shape
 	sig   []int64 // signature shape, -1 for a dynamic dimension
 	n     int     // number of elements
-	q     quant
 	kind  tensorKind
 	off   int   // arena offset in elements (kindArena)
 	c     views // the constant's data, in entry 0 of its type (kindConst)
