@@ -22,6 +22,18 @@ var (
 	ErrSize = errors.New("artifact size mismatch")
 	// ErrRollback: the version is older than one already trusted.
 	ErrRollback = errors.New("version rollback")
+	// ErrFreeze: the newest timestamp on offer has expired, so the
+	// repository's view may be frozen in the past.
+	ErrFreeze = errors.New("stale timestamp (freeze)")
+	// ErrMixAndMatch: metadata files from different repository versions
+	// were combined (a version or hash differs from what the role above
+	// it recorded).
+	ErrMixAndMatch = errors.New("metadata from different repository versions (mix-and-match)")
+	// ErrNoTarget: the signed targets metadata names no such target, or
+	// names it with different fields than asked for.
+	ErrNoTarget = errors.New("not a signed target")
+	// ErrAgentVersion: the target needs a newer agent than this one.
+	ErrAgentVersion = errors.New("agent too old for target")
 )
 
 // Check returns the short name of the check an error failed ("signature",
@@ -40,6 +52,10 @@ func Check(err error) string {
 		{ErrDigest, "digest"},
 		{ErrSize, "size"},
 		{ErrRollback, "rollback"},
+		{ErrFreeze, "freeze"},
+		{ErrMixAndMatch, "mix-and-match"},
+		{ErrNoTarget, "unknown-target"},
+		{ErrAgentVersion, "agent-version"},
 	} {
 		if errors.Is(err, c.err) {
 			return c.name
