@@ -12,10 +12,12 @@
 package gotflite
 
 import (
+	"context"
 	"math"
 	goruntime "runtime"
 
 	"github.com/starling-edge/starling/agent/runtime"
+	"github.com/starling-edge/starling/shared/tensor"
 )
 
 func init() { runtime.Register(New(Options{})) }
@@ -38,6 +40,17 @@ type Options struct {
 	// further Run calls wait for a free one. Default GOMAXPROCS.
 	MaxConcurrent int
 }
+
+// IntoRunner is implemented by every model gotflite loads. RunInto is Run
+// writing into caller-owned outputs: outputs[i].Data must already have the
+// output's byte size; Name, DType and Shape are set (Shape is reused when it
+// already holds the right dimensions). After the first call on a model it
+// allocates nothing, which is what a latency-sensitive server wants.
+type IntoRunner interface {
+	RunInto(ctx context.Context, inputs, outputs []tensor.Tensor) error
+}
+
+var _ IntoRunner = (*model)(nil)
 
 // Engine is the gotflite engine. Create it with New.
 type Engine struct {

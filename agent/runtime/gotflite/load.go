@@ -33,7 +33,12 @@ type opPrep struct {
 	ins     []*tinfo // nil for an omitted optional input (-1)
 	outs    []*tinfo
 	threads int
+	scratch *int // the largest int32 scratch any operator needs
 }
+
+// needScratch reserves n int32s of per-executor scratch for the kernel.
+// Operators run one at a time on an executor, so they share it.
+func (p *opPrep) needScratch(n int) { *p.scratch = max(*p.scratch, n) }
 
 // arity checks the operator's input and output counts.
 func (p *opPrep) arity(minIn, maxIn, nOut int) error {
@@ -96,6 +101,7 @@ type loader struct {
 	sg      *fbSubgraph
 	tensors []tinfo
 	threads int
+	scratch int
 }
 
 // load is Engine.Load after the option defaults are applied.
@@ -127,6 +133,7 @@ func (e *Engine) load(artifact []byte, threads int) (*model, error) {
 		return nil, err
 	}
 	m.tensors = l.tensors
+	m.scratch = l.scratch
 	m.sig = l.signature(sig, m.ins, m.outs)
 	m.init(e.opts.MaxConcurrent)
 	return m, nil
@@ -343,7 +350,7 @@ func (l *loader) prepareOps(ins, outs []int) ([]kernel, []string, error) {
 			return nil, nil, err
 		}
 		names[i] = name
-		p := &opPrep{index: i, name: name, version: version, op: op, threads: l.threads}
+		p := &opPrep{index: i, name: name, version: version, op: op, threads: l.threads, scratch: &l.scratch}
 		p.ins = make([]*tinfo, len(op.inputs))
 		for j, ti := range op.inputs {
 			if ti == -1 {

@@ -3,6 +3,7 @@ package gotflite
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 
 	"github.com/starling-edge/starling/agent/runtime"
@@ -25,11 +26,13 @@ type model struct {
 	kernels []kernel
 	opNames []string
 	sizes   arenaSizes
+	scratch int // int32s of per-executor scratch
 	threads int
 
 	free   chan *executor // idle executors
 	tokens chan struct{}  // one per executor that may still be created
 	closed atomic.Bool
+	mu     sync.Mutex // orders release against Close
 }
 
 var _ runtime.Model = (*model)(nil)
@@ -39,6 +42,8 @@ type executor struct {
 	a       arenas
 	v       views
 	threads int
+	pool    *workers // nil when threads is 1
+	scratch []int32  // shared by the operators, one at a time
 }
 
 func (m *model) init(maxConcurrent int) {
@@ -50,7 +55,10 @@ func (m *model) init(maxConcurrent int) {
 }
 
 func (m *model) newExecutor() *executor {
-	ex := &executor{threads: m.threads}
+	ex := &executor{threads: m.threads, scratch: make([]int32, m.scratch)}
+	if m.threads > 1 {
+		ex.pool = startWorkers(m.threads - 1)
+	}
 	s := m.sizes
 	ex.a = arenas{
 		f32: make([]float32, s[0]),
@@ -96,36 +104,87 @@ func (m *model) acquire(ctx context.Context) (*executor, error) {
 	}
 }
 
-// release returns an executor to the pool; the pool has room for every
-// executor ever created, so this never blocks.
-func (m *model) release(ex *executor) { m.free <- ex }
+// release returns an executor to the pool (which has room for every
+// executor ever created, so this never blocks), or stops its workers when
+// the model was closed meanwhile.
+func (m *model) release(ex *executor) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed.Load() {
+		ex.stop()
+		return
+	}
+	m.free <- ex
+}
+
+func (ex *executor) stop() {
+	if ex.pool != nil {
+		ex.pool.stop()
+		ex.pool = nil
+	}
+}
 
 // Signature implements runtime.Model.
 func (m *model) Signature() runtime.Signature { return m.sig }
 
 // Close implements runtime.Model. Runs in flight finish; later Runs fail
-// with runtime.ErrClosed.
+// with runtime.ErrClosed. The executors' worker goroutines are stopped:
+// idle ones here, busy ones when their Run ends.
 func (m *model) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	m.closed.Store(true)
-	return nil
+	for {
+		select {
+		case ex := <-m.free:
+			ex.stop()
+		default:
+			return nil
+		}
+	}
 }
 
 // Run implements runtime.Model. Inputs are matched by position and must
 // have exactly the model's static shape (a dynamic dimension, -1 in the
-// signature, takes the size the model was converted with).
+// signature, takes the size the model was converted with). The output
+// tensors are newly allocated; RunInto reuses the caller's.
 func (m *model) Run(ctx context.Context, inputs []tensor.Tensor) ([]tensor.Tensor, error) {
+	out := make([]tensor.Tensor, len(m.outs))
+	for i, ti := range m.outs {
+		t := &m.tensors[ti]
+		size, _ := t.typ.size()
+		out[i].Data = make([]byte, t.n*size)
+	}
+	if err := m.RunInto(ctx, inputs, out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// RunInto implements IntoRunner.
+func (m *model) RunInto(ctx context.Context, inputs, outputs []tensor.Tensor) error {
 	if m.closed.Load() {
-		return nil, fmt.Errorf("gotflite: Run: %w", runtime.ErrClosed)
+		return fmt.Errorf("gotflite: Run: %w", runtime.ErrClosed)
 	}
 	if err := m.checkInputs(inputs); err != nil {
-		return nil, err
+		return err
+	}
+	if len(outputs) != len(m.outs) {
+		return inputf("model has %d outputs, got %d to fill", len(m.outs), len(outputs))
+	}
+	for i, ti := range m.outs {
+		t := &m.tensors[ti]
+		size, _ := t.typ.size()
+		if len(outputs[i].Data) != t.n*size {
+			return inputf("output %d (%s): buffer of %d bytes, want %d", i, m.sig.Outputs[i].Name, len(outputs[i].Data), t.n*size)
+		}
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return err
 	}
 	ex, err := m.acquire(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer m.release(ex)
 	for i, ti := range m.ins {
@@ -135,27 +194,24 @@ func (m *model) Run(ctx context.Context, inputs []tensor.Tensor) ([]tensor.Tenso
 	for i, k := range m.kernels {
 		select {
 		case <-done:
-			return nil, ctx.Err()
+			return ctx.Err()
 		default:
 		}
 		if err := k(ex); err != nil {
-			return nil, fmt.Errorf("gotflite: operator %d (%s): %w", i, m.opNames[i], err)
+			return fmt.Errorf("gotflite: operator %d (%s): %w", i, m.opNames[i], err)
 		}
 	}
-	out := make([]tensor.Tensor, len(m.outs))
 	for i, ti := range m.outs {
 		t := &m.tensors[ti]
-		size, _ := t.typ.size()
 		spec := &m.sig.Outputs[i]
-		out[i] = tensor.Tensor{
-			Name:  spec.Name,
-			DType: spec.DType,
-			Shape: shape64(t.shape),
-			Data:  make([]byte, t.n*size),
+		o := &outputs[i]
+		o.Name, o.DType = spec.Name, spec.DType
+		if !sameShape64(o.Shape, t.shape) {
+			o.Shape = shape64(t.shape)
 		}
-		ex.v.putBytes(ti, t, out[i].Data)
+		ex.v.putBytes(ti, t, o.Data)
 	}
-	return out, nil
+	return nil
 }
 
 func (m *model) checkInputs(inputs []tensor.Tensor) error {

@@ -66,32 +66,76 @@ func numElements(dims []int) int {
 	return n
 }
 
-// parallel runs f over [0, n) split into at most threads contiguous
-// chunks, the last on the calling goroutine, and returns when all are done.
-// Work below minWork per chunk stays on one goroutine.
-func parallel(threads, n int, work, minWork int64, f func(lo, hi int)) {
-	if threads > n {
-		threads = n
+// rowKernel is an operator whose work splits into independent ranges of
+// rows; implementations are long-lived values built at load, so handing
+// one to a worker allocates nothing.
+type rowKernel interface {
+	rows(ex *executor, lo, hi int)
+}
+
+// minRowWork is the least work (multiply-adds) worth a worker.
+const minRowWork = 1 << 15
+
+// parallel runs k over rows [0, n) split into at most ex.threads
+// contiguous ranges: the executor's workers take all but the last, which
+// runs on the calling goroutine, and parallel returns when all are done.
+func (ex *executor) parallel(n int, work int64, k rowKernel) {
+	t := ex.threads
+	if t > n {
+		t = n
 	}
-	if minWork > 0 && work/minWork < int64(threads) {
-		threads = int(work / minWork)
+	if work/minRowWork < int64(t) {
+		t = int(work / minRowWork)
 	}
-	if threads <= 1 {
-		f(0, n)
+	if t <= 1 || ex.pool == nil {
+		k.rows(ex, 0, n)
 		return
 	}
-	var wg sync.WaitGroup
-	chunk := (n + threads - 1) / threads
+	chunk := (n + t - 1) / t
 	lo := 0
 	for ; lo+chunk < n; lo += chunk {
-		wg.Add(1)
-		go func(lo, hi int) {
-			defer wg.Done()
-			f(lo, hi)
-		}(lo, lo+chunk)
+		ex.pool.wg.Add(1)
+		ex.pool.jobs <- job{k: k, ex: ex, lo: lo, hi: lo + chunk}
 	}
-	f(lo, n)
-	wg.Wait()
+	k.rows(ex, lo, n)
+	ex.pool.wg.Wait()
+}
+
+// job is one range of rows for a worker.
+type job struct {
+	k      rowKernel
+	ex     *executor
+	lo, hi int
+}
+
+// workers are an executor's helper goroutines, started with the executor
+// and stopped when the model is closed.
+type workers struct {
+	jobs chan job
+	wg   sync.WaitGroup
+	done sync.WaitGroup // running worker goroutines
+}
+
+func startWorkers(n int) *workers {
+	w := &workers{jobs: make(chan job, n)}
+	w.done.Add(n)
+	for i := 0; i < n; i++ {
+		go func() {
+			defer w.done.Done()
+			for j := range w.jobs {
+				j.k.rows(j.ex, j.lo, j.hi)
+				w.wg.Done()
+			}
+		}()
+	}
+	return w
+}
+
+// stop ends the workers and waits for them to exit. The executor must be
+// idle.
+func (w *workers) stop() {
+	close(w.jobs)
+	w.done.Wait()
 }
 
 // bcast describes an elementwise binary operation with NumPy-style

@@ -158,52 +158,103 @@ func prepConv2D(p *opPrep) (kernel, error) {
 	if err != nil {
 		return nil, err
 	}
-	ii, fi, oi, bi := in.index, f.index, out.index, indexOr(bias)
-	threads := p.threads
+	c := &convFloat{w: w, ii: in.index, fi: f.index, oi: out.index, bi: indexOr(bias), lo: lo, hi: hi}
 	work := int64(out.n) * int64(kh*kw*fc)
 	return func(ex *executor) error {
-		x, flt, y := ex.v.f32[ii], ex.v.f32[fi], ex.v.f32[oi]
-		var b []float32
-		if bi >= 0 {
-			b = ex.v.f32[bi]
-		}
-		parallel(threads, w.batches*w.outH, work, 1<<15, func(r0, r1 int) {
-			for r := r0; r < r1; r++ {
-				bt, oy := r/w.outH, r%w.outH
-				y0 := oy*w.strideH - w.padH
-				for ox := 0; ox < w.outW; ox++ {
-					x0 := ox*w.strideW - w.padW
-					dst := y[((bt*w.outH+oy)*w.outW+ox)*w.outC:][:w.outC]
-					for c := range dst {
-						var s float32
-						fc := flt[c*kh*kw*w.inC:]
-						for fy := 0; fy < kh; fy++ {
-							iy := y0 + fy*w.dilH
-							if iy < 0 || iy >= w.inH {
-								continue
-							}
-							for fx := 0; fx < kw; fx++ {
-								ix := x0 + fx*w.dilW
-								if ix < 0 || ix >= w.inW {
-									continue
-								}
-								src := x[((bt*w.inH+iy)*w.inW+ix)*w.inC:][:w.inC]
-								fr := fc[(fy*kw+fx)*w.inC:][:len(src)]
-								for k, v := range src {
-									s += v * fr[k]
-								}
-							}
-						}
-						if b != nil {
-							s += b[c]
-						}
-						dst[c] = clampf(s, lo, hi)
-					}
-				}
-			}
-		})
+		ex.parallel(w.batches*w.outH, work, c)
 		return nil
 	}, nil
+}
+
+// convFloat is a prepared float32 CONV_2D or DEPTHWISE_CONV_2D; its rows
+// are output rows (batch x height).
+type convFloat struct {
+	w              *window
+	ii, fi, oi, bi int
+	lo, hi         float32
+	depthwise      bool
+}
+
+func (c *convFloat) rows(ex *executor, r0, r1 int) {
+	x, flt, y := ex.v.f32[c.ii], ex.v.f32[c.fi], ex.v.f32[c.oi]
+	var b []float32
+	if c.bi >= 0 {
+		b = ex.v.f32[c.bi]
+	}
+	if c.depthwise {
+		c.depthwiseRows(x, flt, b, y, r0, r1)
+		return
+	}
+	w := c.w
+	kh, kw := w.kH, w.kW
+	for r := r0; r < r1; r++ {
+		bt, oy := r/w.outH, r%w.outH
+		y0 := oy*w.strideH - w.padH
+		for ox := 0; ox < w.outW; ox++ {
+			x0 := ox*w.strideW - w.padW
+			dst := y[((bt*w.outH+oy)*w.outW+ox)*w.outC:][:w.outC]
+			for oc := range dst {
+				var s float32
+				fc := flt[oc*kh*kw*w.inC:]
+				for fy := 0; fy < kh; fy++ {
+					iy := y0 + fy*w.dilH
+					if iy < 0 || iy >= w.inH {
+						continue
+					}
+					for fx := 0; fx < kw; fx++ {
+						ix := x0 + fx*w.dilW
+						if ix < 0 || ix >= w.inW {
+							continue
+						}
+						src := x[((bt*w.inH+iy)*w.inW+ix)*w.inC:][:w.inC]
+						fr := fc[(fy*kw+fx)*w.inC:][:len(src)]
+						for k, v := range src {
+							s += v * fr[k]
+						}
+					}
+				}
+				if b != nil {
+					s += b[oc]
+				}
+				dst[oc] = clampf(s, c.lo, c.hi)
+			}
+		}
+	}
+}
+
+func (c *convFloat) depthwiseRows(x, flt, b, y []float32, r0, r1 int) {
+	w := c.w
+	kh, kw := w.kH, w.kW
+	mult := w.outC / w.inC
+	for r := r0; r < r1; r++ {
+		bt, oy := r/w.outH, r%w.outH
+		y0 := oy*w.strideH - w.padH
+		for ox := 0; ox < w.outW; ox++ {
+			x0 := ox*w.strideW - w.padW
+			dst := y[((bt*w.outH+oy)*w.outW+ox)*w.outC:][:w.outC]
+			for oc := range dst {
+				ic := oc / mult
+				var s float32
+				for fy := 0; fy < kh; fy++ {
+					iy := y0 + fy*w.dilH
+					if iy < 0 || iy >= w.inH {
+						continue
+					}
+					for fx := 0; fx < kw; fx++ {
+						ix := x0 + fx*w.dilW
+						if ix < 0 || ix >= w.inW {
+							continue
+						}
+						s += x[((bt*w.inH+iy)*w.inW+ix)*w.inC+ic] * flt[(fy*kw+fx)*w.outC+oc]
+					}
+				}
+				if b != nil {
+					s += b[oc]
+				}
+				dst[oc] = clampf(s, c.lo, c.hi)
+			}
+		}
+	}
 }
 
 func prepDepthwiseConv2D(p *opPrep) (kernel, error) {
@@ -239,47 +290,10 @@ func prepDepthwiseConv2D(p *opPrep) (kernel, error) {
 	if err != nil {
 		return nil, err
 	}
-	mult := w.outC / w.inC
-	ii, fi, oi, bi := in.index, f.index, out.index, indexOr(bias)
-	threads := p.threads
+	c := &convFloat{w: w, ii: in.index, fi: f.index, oi: out.index, bi: indexOr(bias), lo: lo, hi: hi, depthwise: true}
 	work := int64(out.n) * int64(kh*kw)
 	return func(ex *executor) error {
-		x, flt, y := ex.v.f32[ii], ex.v.f32[fi], ex.v.f32[oi]
-		var b []float32
-		if bi >= 0 {
-			b = ex.v.f32[bi]
-		}
-		parallel(threads, w.batches*w.outH, work, 1<<15, func(r0, r1 int) {
-			for r := r0; r < r1; r++ {
-				bt, oy := r/w.outH, r%w.outH
-				y0 := oy*w.strideH - w.padH
-				for ox := 0; ox < w.outW; ox++ {
-					x0 := ox*w.strideW - w.padW
-					dst := y[((bt*w.outH+oy)*w.outW+ox)*w.outC:][:w.outC]
-					for c := range dst {
-						ic := c / mult
-						var s float32
-						for fy := 0; fy < kh; fy++ {
-							iy := y0 + fy*w.dilH
-							if iy < 0 || iy >= w.inH {
-								continue
-							}
-							for fx := 0; fx < kw; fx++ {
-								ix := x0 + fx*w.dilW
-								if ix < 0 || ix >= w.inW {
-									continue
-								}
-								s += x[((bt*w.inH+iy)*w.inW+ix)*w.inC+ic] * flt[(fy*kw+fx)*w.outC+c]
-							}
-						}
-						if b != nil {
-							s += b[c]
-						}
-						dst[c] = clampf(s, lo, hi)
-					}
-				}
-			}
-		})
+		ex.parallel(w.batches*w.outH, work, c)
 		return nil
 	}, nil
 }

@@ -75,38 +75,44 @@ func prepFullyConnected(p *opPrep) (kernel, error) {
 	if err != nil {
 		return nil, err
 	}
-	ii, wi, oi := in.index, w.index, out.index
-	wn := w.n
-	bi := -1
-	if bias != nil {
-		bi = bias.index
-	}
-	threads := p.threads
+	fc := &fcFloat{ii: in.index, wi: w.index, oi: out.index, bi: indexOr(bias),
+		batches: batches, units: units, depth: depth, lo: lo, hi: hi}
+	work := int64(batches) * int64(w.n)
 	return func(ex *executor) error {
-		x, wt, y := ex.v.f32[ii], ex.v.f32[wi], ex.v.f32[oi]
-		var b []float32
-		if bi >= 0 {
-			b = ex.v.f32[bi]
-		}
-		parallel(threads, units, int64(batches)*int64(wn), 1<<15, func(u0, u1 int) {
-			for bt := 0; bt < batches; bt++ {
-				row := x[bt*depth : (bt+1)*depth]
-				for u := u0; u < u1; u++ {
-					wr := wt[u*depth : (u+1)*depth]
-					wr = wr[:len(row)]
-					var s float32
-					for k, v := range row {
-						s += v * wr[k]
-					}
-					if b != nil {
-						s += b[u]
-					}
-					y[bt*units+u] = clampf(s, lo, hi)
-				}
-			}
-		})
+		ex.parallel(units, work, fc)
 		return nil
 	}, nil
+}
+
+// fcFloat is a prepared float32 FULLY_CONNECTED; its rows are output units.
+type fcFloat struct {
+	ii, wi, oi, bi        int
+	batches, units, depth int
+	lo, hi                float32
+}
+
+func (fc *fcFloat) rows(ex *executor, u0, u1 int) {
+	x, wt, y := ex.v.f32[fc.ii], ex.v.f32[fc.wi], ex.v.f32[fc.oi]
+	var b []float32
+	if fc.bi >= 0 {
+		b = ex.v.f32[fc.bi]
+	}
+	depth, units := fc.depth, fc.units
+	for bt := 0; bt < fc.batches; bt++ {
+		row := x[bt*depth : (bt+1)*depth]
+		for u := u0; u < u1; u++ {
+			wr := wt[u*depth : (u+1)*depth]
+			wr = wr[:len(row)]
+			var s float32
+			for k, v := range row {
+				s += v * wr[k]
+			}
+			if b != nil {
+				s += b[u]
+			}
+			y[bt*units+u] = clampf(s, fc.lo, fc.hi)
+		}
+	}
 }
 
 func prepAdd(p *opPrep) (kernel, error) {

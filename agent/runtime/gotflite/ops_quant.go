@@ -187,26 +187,27 @@ func prepConvQuant(p *opPrep, w *window, in, f, bias, out *tinfo, act int8, dept
 	if depthwise {
 		c.depthMult = w.outC / w.inC
 	}
-	threads := p.threads
 	work := int64(out.n) * int64(w.kH*w.kW)
 	if !depthwise {
 		work *= int64(w.inC)
 	}
 	return func(ex *executor) error {
-		x, flt, y := ex.v.i8[c.ii], ex.v.i8[c.fi], ex.v.i8[c.oi]
-		var b []int32
-		if c.bi >= 0 {
-			b = ex.v.i32[c.bi]
-		}
-		parallel(threads, w.batches*w.outH, work, 1<<15, func(r0, r1 int) {
-			if c.depthwise {
-				c.depthwiseRows(x, flt, b, y, r0, r1)
-			} else {
-				c.convRows(x, flt, b, y, r0, r1)
-			}
-		})
+		ex.parallel(w.batches*w.outH, work, c)
 		return nil
 	}, nil
+}
+
+func (c *convQuant) rows(ex *executor, r0, r1 int) {
+	x, flt, y := ex.v.i8[c.ii], ex.v.i8[c.fi], ex.v.i8[c.oi]
+	var b []int32
+	if c.bi >= 0 {
+		b = ex.v.i32[c.bi]
+	}
+	if c.depthwise {
+		c.depthwiseRows(x, flt, b, y, r0, r1)
+	} else {
+		c.convRows(x, flt, b, y, r0, r1)
+	}
 }
 
 func (c *convQuant) convRows(x, flt []int8, b []int32, y []int8, r0, r1 int) {
@@ -512,6 +513,7 @@ func prepMeanQuant(p *opPrep, in, out *tinfo, tab []int32, count int) (kernel, e
 	mult = int32((int64(mult) << s) / n)
 	shift -= s
 	lo, hi, _ := qbounds(in.typ)
+	p.needScratch(out.n)
 	if in.typ == tInt8 {
 		return meanQuantKernel(in.index, out.index, tab, zi*int32(count), mult, shift, zo, lo, hi, i8s), nil
 	}
@@ -534,17 +536,9 @@ func meanQuantKernel[T qtype](ii, oi int, tab []int32, zeroSum, mult int32, shif
 	return func(ex *executor) error {
 		all := get(&ex.v)
 		x, y := all[ii], all[oi]
-		// Accumulate in the output's place would lose precision: use a
-		// per-output int32 sum. Outputs are few (one per channel), so the
-		// sums live on the stack for small outputs and in a reused
-		// buffer otherwise.
-		var small [256]int32
-		var sums []int32
-		if len(y) <= len(small) {
-			sums = small[:len(y)]
-		} else {
-			sums = make([]int32, len(y))
-		}
+		// Sum in int32, one per output, in the executor's scratch.
+		sums := ex.scratch[:len(y)]
+		clear(sums)
 		tab := tab[:len(x)]
 		for i, v := range x {
 			sums[tab[i]] += int32(v)
