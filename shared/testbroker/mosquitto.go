@@ -67,6 +67,42 @@ func Mosquitto(t testing.TB, extraConf ...string) string {
 	if err := os.WriteFile(confPath, []byte(strings.Join(conf, "\n")+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	start(t, bin, confPath, addr, dir)
+	return "mqtt://" + addr
+}
+
+// MosquittoFile starts Mosquitto with a complete configuration file (such
+// as the one `starling-control mosquitto-config` writes) and waits until
+// addr ("127.0.0.1:PORT", the file's listener) accepts connections. When
+// the test runs as root it adds "user root" so that the broker keeps
+// access to key files only root may read. The broker is stopped at test
+// cleanup.
+func MosquittoFile(t testing.TB, confPath, addr string) {
+	t.Helper()
+	bin, err := MosquittoPath()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	b, err := os.ReadFile(confPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if os.Geteuid() == 0 {
+		b = append([]byte("user root\n"), b...)
+		confPath = filepath.Join(dir, "mosquitto.conf")
+		if err := os.WriteFile(confPath, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start(t, bin, confPath, addr, dir)
+}
+
+// start runs mosquitto -c confPath, logging into dir, until test cleanup,
+// and waits for addr to accept connections.
+func start(t testing.TB, bin, confPath, addr, dir string) {
+	t.Helper()
 	log, err := os.Create(filepath.Join(dir, "mosquitto.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -88,13 +124,12 @@ func Mosquitto(t testing.TB, extraConf ...string) string {
 		}
 		log.Close()
 	})
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 		if err == nil {
 			c.Close()
-			return "mqtt://" + addr
+			return
 		}
 		select {
 		case err := <-exited:
