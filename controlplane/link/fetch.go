@@ -44,6 +44,10 @@ func (l *Link) fetchWorker() {
 		case <-l.ctx.Done():
 			return
 		case job := <-l.fetchQ:
+			if job.meta != nil {
+				l.answerMetadata(job)
+				continue
+			}
 			l.answerFetch(job, buf)
 		}
 	}

@@ -38,6 +38,13 @@ type Options struct {
 	Artifacts *store.Artifacts
 	// FetchHook, if set, runs before each fetch answer (see FetchHook).
 	FetchHook FetchHook
+	// Metadata serves TUF metadata files to devices (meta/req). Without
+	// it every request is answered "not found".
+	Metadata MetadataSource
+	// MetadataHook, if set, runs before each metadata answer: when it
+	// returns ok, its data is served instead. For tests (an attacker
+	// that controls what the control plane serves).
+	MetadataHook func(deviceID, name string) (data []byte, ok bool)
 	// FetchWorkers answer fetch requests; default 4. Each holds at most one
 	// chunk (wire.MaxChunk bytes) in memory.
 	FetchWorkers int
@@ -83,6 +90,7 @@ type Link struct {
 type fetchJob struct {
 	deviceID string
 	req      wire.FetchRequest
+	meta     *wire.MetadataRequest // set for a metadata request
 }
 
 // New checks opts and prepares a Link; Start connects it.
@@ -223,7 +231,7 @@ func (l *Link) retryLoop() {
 // subscriptions are the device topics the control plane listens to.
 func (l *Link) subscriptions() map[string]byte {
 	filters := map[string]byte{}
-	for _, name := range []string{wire.Status, wire.Reported, wire.Events, wire.FetchReq} {
+	for _, name := range []string{wire.Status, wire.Reported, wire.Events, wire.FetchReq, wire.MetaReq} {
 		filters[wire.DeviceTopic("+", name)] = 1
 	}
 	return filters
@@ -255,7 +263,7 @@ func (l *Link) route(_ paho.Client, m paho.Message) {
 		l.log.Warn("dropping message on malformed device topic", "topic", m.Topic())
 		return
 	}
-	if len(m.Payload()) > maxPayload && name != wire.FetchReq {
+	if len(m.Payload()) > maxPayload && name != wire.FetchReq && name != wire.MetaReq {
 		l.log.Warn("dropping oversized message", "device", id, "topic", name, "bytes", len(m.Payload()))
 		return
 	}
@@ -269,6 +277,8 @@ func (l *Link) route(_ paho.Client, m paho.Message) {
 		err = l.handleEvent(id, m.Payload())
 	case wire.FetchReq:
 		err = l.enqueueFetch(id, m.Payload())
+	case wire.MetaReq:
+		err = l.enqueueMetadata(id, m.Payload())
 	default:
 		return // not a topic the control plane consumes
 	}
