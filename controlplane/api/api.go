@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/starling-edge/starling/controlplane/store"
+	"github.com/starling-edge/starling/controlplane/tufrepo"
 	"github.com/starling-edge/starling/shared/wire"
 )
 
@@ -32,6 +33,10 @@ type Options struct {
 	Artifacts *store.Artifacts
 	// Desired is required: it stores and publishes desired states.
 	Desired DesiredSetter
+	// Repo is the TUF repository: model pushes carry targets metadata
+	// that it checks and stores, and it serves metadata to devices.
+	// Required.
+	Repo *tufrepo.Repo
 	// NotDelivered reports whether a SetDesired error means "stored but not
 	// yet delivered" (answered 503) rather than a failure (500). Default:
 	// never.
@@ -74,6 +79,8 @@ func New(opts Options) (*API, error) {
 		return nil, fmt.Errorf("%w: Artifacts is required", ErrOptions)
 	case opts.Desired == nil:
 		return nil, fmt.Errorf("%w: Desired is required", ErrOptions)
+	case opts.Repo == nil:
+		return nil, fmt.Errorf("%w: Repo (the TUF repository) is required", ErrOptions)
 	}
 	if opts.MaxUpload <= 0 {
 		opts.MaxUpload = DefaultMaxUpload
@@ -104,6 +111,7 @@ func (a *API) routes() {
 	a.handle("/api/v1/devices/{id}/events", map[string]http.HandlerFunc{"GET": a.deviceEvents})
 	a.handle("/api/v1/devices/{id}/desired", map[string]http.HandlerFunc{"PUT": a.putDesired})
 	a.handle("/api/v1/artifacts/{digest}", map[string]http.HandlerFunc{"GET": a.getArtifact})
+	a.trustRoutes()
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint %s %s", r.Method, r.URL.Path))
 	})

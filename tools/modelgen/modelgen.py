@@ -15,6 +15,10 @@ testdata/models/README.md.
 Usage:
     python tools/modelgen/modelgen.py --out testdata/models [--only demo,...]
     python tools/modelgen/modelgen.py --list
+    python tools/modelgen/modelgen.py --out /tmp/bench --only mobilenet_v2_1.0_224
+
+Models marked benchmark-only in --list (full-size networks) are built only
+when named with --only, never into testdata.
 
 Outputs are deterministic: running it twice writes byte-identical files.
 """
@@ -51,6 +55,10 @@ OIP_DTYPES = {
 }
 
 MODELS = {}
+
+# Models too large to commit: built only when named with --only (the
+# benchmarks generate them into a temporary folder).
+BENCH_ONLY = set()
 
 
 def model(name):
@@ -403,6 +411,18 @@ for fam_name, fam_build, fam_shape, fam_out, fam_seed in [
     # Full-integer int8 (per-channel weights, int8 input and output).
     family(fam_name + "_int8", fam_build, fam_shape, fam_out, fam_seed, cases=fam_cases, quant="int8")
 
+def mobilenet_v2_224():
+    """Full-size MobileNet v2 1.0 224 (Keras' layout, random weights)."""
+    keras, _ = keras_layers()
+    return keras.applications.MobileNetV2(
+        input_shape=(224, 224, 3), alpha=1.0, weights=None, classes=1000, classifier_activation="softmax"
+    )
+
+
+family("mobilenet_v2_1.0_224", mobilenet_v2_224, [1, 224, 224, 3], "probabilities", 21, cases=1)
+family("mobilenet_v2_1.0_224_int8", mobilenet_v2_224, [1, 224, 224, 3], "probabilities", 21, cases=1, quant="int8")
+BENCH_ONLY.update({"mobilenet_v2_1.0_224", "mobilenet_v2_1.0_224_int8"})
+
 # Other quantization schemes, on one family each.
 family("mobilenet_v2_int8_per_tensor", mobilenet_v2, IMG, "probabilities", 12, cases=2, quant="int8-per-tensor")
 family("ds_cnn_uint8_io", ds_cnn, KWS, "probabilities", 15, cases=4, quant="uint8-io")
@@ -459,16 +479,17 @@ def signature_io(tfl):
     return key, [n for n, _ in ins], [n for n, _ in outs]
 
 
-def record(tfl, cases):
+def record(tfl, cases, reference_kernels=True):
     """Runs the official interpreter on every case and returns reference.json."""
     key, in_names, out_names = signature_io(tfl)
     # The reference kernels (no XNNPACK delegate, no optimised paths) are the
-    # specification gotflite is held to, int8 rounding included.
-    interp = tf.lite.Interpreter(
-        model_content=tfl,
-        num_threads=1,
-        experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF,
-    )
+    # specification gotflite is held to, int8 rounding included. (TFLite's
+    # reference kernels refuse some full-size int8 models at Prepare; those
+    # benchmark-only models are recorded with the optimised kernels.)
+    resolver = tf.lite.experimental.OpResolverType.BUILTIN_REF
+    if not reference_kernels:
+        resolver = tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interp = tf.lite.Interpreter(model_content=tfl, num_threads=1, experimental_op_resolver_type=resolver)
     runner = interp.get_signature_runner(key)
     ref_cases = []
     for case in cases:
@@ -499,7 +520,7 @@ def dump_json(obj):
 
 def write_model(out_dir, name, builder):
     tfl, cases = builder()
-    ref = record(tfl, cases)
+    ref = record(tfl, cases, reference_kernels=name not in BENCH_ONLY)
     d = os.path.join(out_dir, name)
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, "model.tflite"), "wb") as f:
@@ -520,9 +541,9 @@ def main(argv):
     args = p.parse_args(argv)
     if args.list:
         for n in MODELS:
-            print(n)
+            print(n + (" (benchmark only)" if n in BENCH_ONLY else ""))
         return 0
-    names = [n for n in args.only.split(",") if n] or list(MODELS)
+    names = [n for n in args.only.split(",") if n] or [n for n in MODELS if n not in BENCH_ONLY]
     for n in names:
         if n not in MODELS:
             p.error(f"unknown model {n!r}; known: {', '.join(MODELS)}")

@@ -41,6 +41,11 @@ type refModel struct {
 	ref      refFile
 }
 
+// extraModelsEnv names a folder of further modelgen output (for example
+// the full-size benchmark models) that the conformance test and the
+// benchmarks include.
+const extraModelsEnv = "STARLING_EXTRA_MODELS"
+
 func loadRefModels(tb testing.TB) []refModel {
 	tb.Helper()
 	refs, err := filepath.Glob(filepath.Join(modelsDir, "*", "reference.json"))
@@ -49,6 +54,13 @@ func loadRefModels(tb testing.TB) []refModel {
 	}
 	if len(refs) == 0 {
 		tb.Fatalf("no reference.json under %s", modelsDir)
+	}
+	if dir := os.Getenv(extraModelsEnv); dir != "" {
+		extra, err := filepath.Glob(filepath.Join(dir, "*", "reference.json"))
+		if err != nil || len(extra) == 0 {
+			tb.Fatalf("%s=%s: no */reference.json there (%v)", extraModelsEnv, dir, err)
+		}
+		refs = append(refs, extra...)
 	}
 	var out []refModel
 	for _, path := range refs {

@@ -632,7 +632,13 @@ func softmaxQuantKernel[T qtype](ii, oi, depth int, mult int32, leftShift int, d
 					continue
 				}
 				e := expOnNegativeValues(srdhm(d*(1<<leftShift), mult))
-				o := rdivpot(srdhm(scale, e), exp) + outMin
+				// With many classes the exponent can pass 31 (TFLite's
+				// reference kernel refuses that case); the Q0.31 product
+				// divided by 2^32 or more then rounds to zero.
+				o := outMin
+				if exp <= 31 {
+					o += rdivpot(srdhm(scale, e), exp)
+				}
 				dst[i] = T(clamp32(o, outMin, outMin+255))
 			}
 		}

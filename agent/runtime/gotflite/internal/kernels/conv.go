@@ -1,0 +1,245 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+	"unsafe"
+)
+
+// ConvParams is the geometry of a 2-D convolution over NHWC tensors, with
+// the fused activation's clamp. The caller has already checked that OutH and
+// OutW follow from the rest (TFLite's SAME/VALID rules).
+type ConvParams struct {
+	Batches, InH, InW, InC int
+	OutH, OutW, OutC       int
+	KH, KW                 int
+	StrideH, StrideW       int
+	DilH, DilW             int
+	PadH, PadW             int     // padding before the first row and column
+	Lo, Hi                 float32 // output clamp; -Inf and +Inf for none
+}
+
+// maxTaps bounds KH*KW for the convolution plans: each tile keeps its
+// indirection table (tileM pointers per tap) on the stack. Larger windows
+// are left to the caller's general loop.
+const maxTaps = 64
+
+func (p *ConvParams) check() error {
+	if p.Batches < 1 || p.InH < 1 || p.InW < 1 || p.InC < 1 || p.OutH < 1 || p.OutW < 1 || p.OutC < 1 {
+		return fmt.Errorf("%w: sizes %+v must all be positive", ErrGeometry, *p)
+	}
+	if p.KH < 1 || p.KW < 1 || p.StrideH < 1 || p.StrideW < 1 || p.DilH < 1 || p.DilW < 1 || p.PadH < 0 || p.PadW < 0 {
+		return fmt.Errorf("%w: window %dx%d, stride %dx%d, dilation %dx%d, padding %dx%d", ErrGeometry,
+			p.KH, p.KW, p.StrideH, p.StrideW, p.DilH, p.DilW, p.PadH, p.PadW)
+	}
+	if p.KH*p.KW > maxTaps {
+		return fmt.Errorf("%w: window %dx%d has more than %d taps", ErrGeometry, p.KH, p.KW, maxTaps)
+	}
+	const limit = 1 << 30
+	if int64(p.Batches)*int64(p.InH)*int64(p.InW)*int64(p.InC) > limit ||
+		int64(p.Batches)*int64(p.OutH)*int64(p.OutW)*int64(p.OutC) > limit {
+		return fmt.Errorf("%w: tensors of more than %d elements", ErrGeometry, limit)
+	}
+	return nil
+}
+
+func (p *ConvParams) inLen() int  { return p.Batches * p.InH * p.InW * p.InC }
+func (p *ConvParams) outLen() int { return p.Batches * p.OutH * p.OutW * p.OutC }
+
+// The GEMM tile: tileM output pixels by tileN output channels.
+const (
+	tileM = 6
+	tileN = 16
+)
+
+// blockBytes is the budget for the packed weights one pass over the row
+// tiles walks through, so that they stay in the L2 cache between tiles.
+const blockBytes = 384 << 10
+
+// Conv is a prepared float32 CONV_2D: output pixels times output channels
+// as an indirect GEMM. Each tile of tileM output pixels gets a table of
+// input row pointers, one per pixel and filter tap (a shared row of zeros
+// where the tap falls in the padding), so strides, dilation and padding cost
+// nothing inside the inner loop and no im2col copy is made.
+type Conv struct {
+	p      ConvParams
+	taps   int
+	panels int
+	packed []float32 // [panel][tap][ci][tileN], zero past OutC
+	bias   []float32 // [panel][tileN]
+	zeros  []float32 // InC zeros: the input row of a padded tap
+	m      int       // output pixels
+	mTiles int
+	byN    bool // units are panels of output channels, not row tiles
+	nBlock int  // panels per cache block
+}
+
+// NewConv packs filter ([OutC][KH][KW][InC], TFLite's OHWI) and the optional
+// bias (OutC values, nil for none) into a plan. The plan keeps no reference
+// to either.
+func NewConv(p ConvParams, filter, bias []float32) (*Conv, error) {
+	if err := p.check(); err != nil {
+		return nil, err
+	}
+	taps, k := p.KH*p.KW, p.InC
+	if len(filter) != p.OutC*taps*k {
+		return nil, fmt.Errorf("%w: filter of %d values, want %d", ErrGeometry, len(filter), p.OutC*taps*k)
+	}
+	if bias != nil && len(bias) != p.OutC {
+		return nil, fmt.Errorf("%w: bias of %d values, want %d", ErrGeometry, len(bias), p.OutC)
+	}
+	c := &Conv{p: p, taps: taps, panels: (p.OutC + tileN - 1) / tileN, zeros: make([]float32, k)}
+	c.packed = make([]float32, c.panels*taps*k*tileN)
+	c.bias = make([]float32, c.panels*tileN)
+	for oc := 0; oc < p.OutC; oc++ {
+		pn, j := oc/tileN, oc%tileN
+		for t := 0; t < taps; t++ {
+			for ci := 0; ci < k; ci++ {
+				c.packed[((pn*taps+t)*k+ci)*tileN+j] = filter[(oc*taps+t)*k+ci]
+			}
+		}
+		if bias != nil {
+			c.bias[oc] = bias[oc]
+		}
+	}
+	c.m = p.Batches * p.OutH * p.OutW
+	c.mTiles = (c.m + tileM - 1) / tileM
+	// Few row tiles (the late, small feature maps with wide weights): split
+	// the work between threads by output channels instead, which balances
+	// better and lets each thread read only its share of the weights.
+	c.byN = c.mTiles < 32 && c.panels > c.mTiles
+	panelBytes := taps * k * tileN * 4
+	c.nBlock = max(1, blockBytes/panelBytes)
+	return c, nil
+}
+
+// Units is the number of independent work units; Run takes a range of them.
+func (c *Conv) Units() int {
+	if c.byN {
+		return c.panels
+	}
+	return c.mTiles
+}
+
+// Work is the number of multiply-adds of one whole run.
+func (c *Conv) Work() int64 { return int64(c.m) * int64(c.p.OutC) * int64(c.taps*c.p.InC) }
+
+// Run computes units [lo, hi) of y = clamp(conv(x, filter) + bias): x is the
+// NHWC input and y the NHWC output, of the plan's sizes. Disjoint ranges may
+// run concurrently. It allocates nothing.
+func (c *Conv) Run(x, y []float32, lo, hi int) {
+	p := &c.p
+	if len(x) < p.inLen() || len(y) < p.outLen() || lo < 0 || hi > c.Units() {
+		panic(fmt.Sprintf("kernels: Conv.Run with %d inputs, %d outputs, units [%d, %d) of %d", len(x), len(y), lo, hi, c.Units()))
+	}
+	t0, t1, p0, p1 := lo, hi, 0, c.panels
+	if c.byN {
+		t0, t1, p0, p1 = 0, c.mTiles, lo, hi
+	}
+	var ptrs [tileM * maxTaps]unsafe.Pointer
+	var tmp [tileM * tileN]float32
+	xb := unsafe.Pointer(unsafe.SliceData(x))
+	zero := unsafe.Pointer(unsafe.SliceData(c.zeros))
+	k, taps, oc := p.InC, c.taps, p.OutC
+	for b0 := p0; b0 < p1; b0 += c.nBlock {
+		b1 := min(b0+c.nBlock, p1)
+		for t := t0; t < t1; t++ {
+			r0 := t * tileM
+			rows := min(tileM, c.m-r0)
+			c.fillPointers(&ptrs, xb, zero, r0, rows)
+			for pn := b0; pn < b1; pn++ {
+				w := c.packed[pn*taps*k*tileN:]
+				bias := c.bias[pn*tileN:]
+				cols := min(tileN, oc-pn*tileN)
+				if rows == tileM && cols == tileN {
+					tile(&ptrs, taps, k, w, bias, y[r0*oc+pn*tileN:], oc, p.Lo, p.Hi)
+					continue
+				}
+				tile(&ptrs, taps, k, w, bias, tmp[:], tileN, p.Lo, p.Hi)
+				for r := 0; r < rows; r++ {
+					copy(y[(r0+r)*oc+pn*tileN:][:cols], tmp[r*tileN:][:cols])
+				}
+			}
+		}
+	}
+}
+
+// fillPointers writes the indirection table of the tile whose first output
+// pixel is r0: entry tap*tileM+r points at the input channels read by tap
+// for pixel r0+r. Rows past the last pixel repeat the last one.
+func (c *Conv) fillPointers(ptrs *[tileM * maxTaps]unsafe.Pointer, x, zero unsafe.Pointer, r0, rows int) {
+	p := &c.p
+	hw := p.OutH * p.OutW
+	for r := 0; r < tileM; r++ {
+		pix := r0 + min(r, rows-1)
+		b, rem := pix/hw, pix%hw
+		oy, ox := rem/p.OutW, rem%p.OutW
+		y0, x0 := oy*p.StrideH-p.PadH, ox*p.StrideW-p.PadW
+		t := 0
+		for fy := 0; fy < p.KH; fy++ {
+			iy := y0 + fy*p.DilH
+			for fx := 0; fx < p.KW; fx++ {
+				ix := x0 + fx*p.DilW
+				ptr := zero
+				if iy >= 0 && iy < p.InH && ix >= 0 && ix < p.InW {
+					ptr = unsafe.Add(x, (((b*p.InH+iy)*p.InW+ix)*p.InC)*4)
+				}
+				ptrs[t*tileM+r] = ptr
+				t++
+			}
+		}
+	}
+}
+
+// tile computes one tileM x tileN block: for row r and column j,
+// c[r*ldc+j] = clamp(bias[j] + sum over taps t and channels i of
+// a[t*tileM+r][i] * w[(t*k+i)*tileN+j]).
+func tile(a *[tileM * maxTaps]unsafe.Pointer, taps, k int, w, bias, c []float32, ldc int, lo, hi float32) {
+	_ = w[taps*k*tileN-1]
+	_ = bias[tileN-1]
+	_ = c[(tileM-1)*ldc+tileN-1]
+	if haveAVX2 {
+		tileAVX2(&a[0], taps, k, &w[0], &bias[0], &c[0], ldc, lo, hi)
+		return
+	}
+	tileGo(a, taps, k, w, bias, c, ldc, lo, hi)
+}
+
+// tileGo is the portable tile kernel.
+func tileGo(a *[tileM * maxTaps]unsafe.Pointer, taps, k int, w, bias, c []float32, ldc int, lo, hi float32) {
+	for r := 0; r < tileM; r++ {
+		var acc [tileN]float32
+		copy(acc[:], bias[:tileN])
+		for t := 0; t < taps; t++ {
+			row := unsafe.Slice((*float32)(a[t*tileM+r]), k)
+			wt := w[t*k*tileN:][:k*tileN]
+			for i, v := range row {
+				wr := wt[i*tileN:][:tileN]
+				for j := range acc {
+					acc[j] += v * wr[j]
+				}
+			}
+		}
+		out := c[r*ldc:][:tileN]
+		for j, v := range acc {
+			out[j] = clamp(v, lo, hi)
+		}
+	}
+}
+
+// clamp keeps NaN, as the TFLite reference kernels do.
+func clamp(x, lo, hi float32) float32 {
+	if x < lo {
+		return lo
+	}
+	if x > hi {
+		return hi
+	}
+	return x
+}
+
+// inf is +Inf as a float32, for callers building "no activation" params.
+var inf = float32(math.Inf(1))
+
+// NoClamp returns the clamp bounds of no fused activation.
+func NoClamp() (lo, hi float32) { return -inf, inf }

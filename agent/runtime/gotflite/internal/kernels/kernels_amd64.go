@@ -1,0 +1,27 @@
+package kernels
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/cpu"
+)
+
+// haveAVX2 selects the assembly kernels: AVX2 and FMA, with the OS saving
+// the YMM registers (x/sys/cpu checks that for HasAVX2).
+var haveAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+
+// tileAVX2 is tile's assembly version (kernels_amd64.s).
+//
+//go:noescape
+func tileAVX2(a *unsafe.Pointer, taps, k int, w, bias, c *float32, ldc int, lo, hi float32)
+
+// dwAVX2 is the vector part of Depthwise.pixels, over channels [0, ch),
+// ch a multiple of 8; outStep is in bytes.
+//
+//go:noescape
+func dwAVX2(n int, ins, ws *unsafe.Pointer, taps, step, ch int, bias, out *float32, outStep int, lo, hi float32)
+
+// dotAVX2 returns the dot product of n floats at a and b.
+//
+//go:noescape
+func dotAVX2(a, b *float32, n int) float32

@@ -1,0 +1,18 @@
+//go:build !amd64
+
+package kernels
+
+import "unsafe"
+
+// haveAVX2 is false off amd64: the portable kernels run.
+const haveAVX2 = false
+
+func tileAVX2(a *unsafe.Pointer, taps, k int, w, bias, c *float32, ldc int, lo, hi float32) {
+	panic("kernels: no AVX2 on this architecture")
+}
+
+func dwAVX2(n int, ins, ws *unsafe.Pointer, taps, step, ch int, bias, out *float32, outStep int, lo, hi float32) {
+	panic("kernels: no AVX2 on this architecture")
+}
+
+func dotAVX2(a, b *float32, n int) float32 { panic("kernels: no AVX2 on this architecture") }
