@@ -32,6 +32,11 @@ const (
 	FetchReq = "fetch/req"
 	// FetchResp: control plane -> agent, QoS 1. Body: EncodeChunk.
 	FetchResp = "fetch/resp"
+	// MetaReq: agent -> control plane, QoS 1. Body: MetadataRequest for
+	// one TUF metadata file.
+	MetaReq = "meta/req"
+	// MetaResp: control plane -> agent, QoS 1. Body: MetadataResponse.
+	MetaResp = "meta/resp"
 )
 
 // Status payloads.
@@ -70,13 +75,16 @@ func ValidDeviceID(id string) bool {
 	return true
 }
 
-// DesiredModel is one model version a device should serve. Metadata is the
-// operator-signed envelope (trust.Envelope JSON), forwarded untouched by the
-// control plane; the agent verifies it before fetching anything.
+// DesiredModel is one model version a device should serve. The agent looks
+// it up in its TUF targets metadata (target models/<name>/<version>[/<variant>])
+// and verifies it there before fetching anything. Metadata is informational
+// (the target entry as the operator signed it); the agent never trusts it.
 type DesiredModel struct {
-	Name     string          `json:"name"`
-	Version  string          `json:"version"`
-	Metadata json.RawMessage `json:"metadata"`
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	// Variant selects one of the version's artifacts; "" is the default.
+	Variant  string          `json:"variant,omitempty"`
+	Metadata json.RawMessage `json:"metadata,omitempty"`
 }
 
 // DesiredState is everything a device should be running. Generation grows
@@ -150,6 +158,24 @@ type FetchRequest struct {
 	Digest string `json:"digest"` // "sha256:<hex>"
 	Offset int64  `json:"offset"`
 	Length int64  `json:"length"`
+}
+
+// MetadataRequest asks for one TUF metadata file by name
+// ("timestamp.json", "3.root.json", "7.snapshot.json", "12.targets.json").
+type MetadataRequest struct {
+	ID   string `json:"id"` // echoed in the response
+	Name string `json:"name"`
+}
+
+// MetadataResponse answers a MetadataRequest: Data holds the file, or
+// NotFound says the repository has no such file, or Error says why it
+// could not be served.
+type MetadataResponse struct {
+	ID       string `json:"id"`
+	Name     string `json:"name"`
+	Data     []byte `json:"data,omitempty"` // base64 in JSON
+	NotFound bool   `json:"not_found,omitempty"`
+	Error    string `json:"error,omitempty"`
 }
 
 // MaxChunk is the largest chunk a control plane will send in one message.

@@ -420,6 +420,17 @@ func FindModel(targets *metadata.Metadata[metadata.TargetsType], name, version, 
 	return t, nil
 }
 
+// TargetAt returns the target at path in targets metadata (not yet
+// checked against any request). Errors wrap trust.ErrNoTarget or
+// trust.ErrMalformed.
+func TargetAt(targets *metadata.Metadata[metadata.TargetsType], path string) (*Target, error) {
+	tf := targets.Signed.Targets[path]
+	if tf == nil {
+		return nil, fmt.Errorf("tuf: targets version %d has no target %s: %w", targets.Signed.Version, path, trust.ErrNoTarget)
+	}
+	return targetOf(targets, path, tf)
+}
+
 func targetOf(targets *metadata.Metadata[metadata.TargetsType], path string, tf *metadata.TargetFiles) (*Target, error) {
 	sum := tf.Hashes["sha256"]
 	if len(sum) != 32 || tf.Length <= 0 {
