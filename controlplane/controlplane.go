@@ -21,6 +21,7 @@ import (
 	"github.com/starling-edge/starling/controlplane/broker"
 	"github.com/starling-edge/starling/controlplane/link"
 	"github.com/starling-edge/starling/controlplane/store"
+	"github.com/starling-edge/starling/controlplane/tufrepo"
 	"github.com/starling-edge/starling/shared/wire"
 )
 
@@ -39,6 +40,14 @@ type Options struct {
 	// FetchHook, if set, is called before each artifact chunk is answered. Return false to drop the request
 	// (no answer). It may sleep to delay. For tests (fault injection).
 	FetchHook func(deviceID string, req wire.FetchRequest) bool
+	// MetadataHook, if set, runs before each TUF metadata answer over
+	// MQTT; when it returns ok its data is served instead. For tests (a
+	// compromised control plane).
+	MetadataHook func(deviceID, name string) (data []byte, ok bool)
+	// TimestampExpiry and SnapshotExpiry are the lifetimes of the online
+	// TUF metadata; defaults tuf.DefaultTimestampExpiry (24h) and
+	// tuf.DefaultSnapshotExpiry (7 days). Each is re-signed at half-life.
+	TimestampExpiry, SnapshotExpiry time.Duration
 	Logger    *slog.Logger // default: discard
 }
 
@@ -73,6 +82,9 @@ type Server struct {
 	log       *slog.Logger
 	store     *store.Bolt
 	artifacts *store.Artifacts
+	repo      *tufrepo.Repo
+	repoStop  context.CancelFunc
+	repoDone  chan struct{}
 
 	mu        sync.Mutex
 	started   bool
@@ -112,7 +124,13 @@ func New(opts Options) (*Server, error) {
 		st.Close()
 		return nil, fmt.Errorf("controlplane: %w", err)
 	}
-	return &Server{opts: opts, log: opts.Logger, store: st, artifacts: arts}, nil
+	repo, err := tufrepo.Open(tufrepo.Options{Dir: filepath.Join(opts.DataDir, "tuf"), TimestampExpiry: opts.TimestampExpiry,
+		SnapshotExpiry: opts.SnapshotExpiry, Logger: opts.Logger.With("component", "tuf")})
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("controlplane: %w", err)
+	}
+	return &Server{opts: opts, log: opts.Logger, store: st, artifacts: arts, repo: repo}, nil
 }
 
 // clientID is stable for a data directory, so a restarted control plane
@@ -155,6 +173,14 @@ func (s *Server) Start(ctx context.Context) error {
 		Store:     s.store,
 		Artifacts: s.artifacts,
 		FetchHook: s.opts.FetchHook,
+		Metadata: func(name string) ([]byte, error) {
+			b, err := s.repo.File(name)
+			if errors.Is(err, tufrepo.ErrNotFound) {
+				return nil, fmt.Errorf("%w: %v", link.ErrMetadataNotFound, err)
+			}
+			return b, err
+		},
+		MetadataHook: s.opts.MetadataHook,
 		Logger:    s.log.With("component", "link"),
 	})
 	if err != nil {
@@ -176,6 +202,7 @@ func (s *Server) Start(ctx context.Context) error {
 		Store:        s.store,
 		Artifacts:    s.artifacts,
 		Desired:      l,
+		Repo:         s.repo,
 		NotDelivered: func(err error) bool { return errors.Is(err, link.ErrPublish) },
 		Logger:       s.log.With("component", "api"),
 	})
@@ -193,6 +220,12 @@ func (s *Server) Start(ctx context.Context) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	rctx, rstop := context.WithCancel(context.Background())
+	s.repoStop, s.repoDone = rstop, make(chan struct{})
+	go func() {
+		defer close(s.repoDone)
+		s.repo.Run(rctx)
+	}()
 	s.serveDone = make(chan struct{})
 	go func() {
 		defer close(s.serveDone)
@@ -245,6 +278,10 @@ func (s *Server) Close() error {
 		}
 		cancel()
 		<-s.serveDone
+	}
+	if s.repoStop != nil {
+		s.repoStop()
+		<-s.repoDone
 	}
 	if s.link != nil {
 		if err := s.link.Close(); err != nil {

@@ -1,0 +1,5 @@
+//go:build !amd64
+
+package kernels
+
+func setAVX2(bool) {}
