@@ -48,7 +48,7 @@ type Options struct {
 	// TUF metadata; defaults tuf.DefaultTimestampExpiry (24h) and
 	// tuf.DefaultSnapshotExpiry (7 days). Each is re-signed at half-life.
 	TimestampExpiry, SnapshotExpiry time.Duration
-	Logger    *slog.Logger // default: discard
+	Logger                          *slog.Logger // default: discard
 }
 
 // Validate checks the options after defaults; errors name the field and
@@ -181,7 +181,7 @@ func (s *Server) Start(ctx context.Context) error {
 			return b, err
 		},
 		MetadataHook: s.opts.MetadataHook,
-		Logger:    s.log.With("component", "link"),
+		Logger:       s.log.With("component", "link"),
 	})
 	if err != nil {
 		return fmt.Errorf("controlplane: %w", err)

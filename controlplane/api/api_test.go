@@ -18,6 +18,7 @@ import (
 	"github.com/starling-edge/starling/controlplane/internal/cptest"
 	"github.com/starling-edge/starling/controlplane/link"
 	"github.com/starling-edge/starling/controlplane/store"
+	"github.com/starling-edge/starling/controlplane/tufrepo"
 	"github.com/starling-edge/starling/shared/trust"
 	"github.com/starling-edge/starling/shared/wire"
 )
@@ -52,7 +53,11 @@ func newEnv(t *testing.T, maxUpload int64) *env {
 	if err := l.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	a, err := api.New(api.Options{Store: st, Artifacts: arts, Desired: l, MaxUpload: maxUpload})
+	repo, err := tufrepo.Open(tufrepo.Options{Dir: filepath.Join(dir, "tuf")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := api.New(api.Options{Store: st, Artifacts: arts, Desired: l, MaxUpload: maxUpload, Repo: repo})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +127,7 @@ func TestPublishModel(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got.Name != "demo" || got.Version != "1" || got.Digest != m.Meta.Digest || got.Size != 5000 || got.Format != "tflite" ||
-		!got.Created.Equal(m.Meta.Created) || !got.Expires.Equal(m.Meta.Expires) || got.Metadata != nil {
+		!got.Expires.Equal(m.Meta.Expires) || got.Metadata != nil {
 		t.Fatalf("publish answer = %+v", got)
 	}
 
@@ -151,9 +156,9 @@ func TestPublishModel(t *testing.T) {
 	if code != 200 || json.Unmarshal(body, &got) != nil {
 		t.Fatalf("detail = %d %s", code, body)
 	}
-	// The stored envelope still verifies: it was kept byte for byte.
-	if md, err := trust.NewKeyring(1, m.Key.Public()).VerifyModel(got.Metadata, time.Now()); err != nil || md.Digest != m.Meta.Digest {
-		t.Fatalf("stored envelope does not verify: %v", err)
+	// The detail shows the target entry as the operator signed it.
+	if !strings.Contains(string(got.Metadata), strings.TrimPrefix(m.Meta.Digest, "sha256:")) {
+		t.Fatalf("detail metadata %s does not name the digest", got.Metadata)
 	}
 	code, body = cptest.Do(t, "GET", e.base+"/api/v1/models/demo/versions/2", "", nil)
 	if code != 404 || !strings.Contains(errorOf(t, body), "not published") {
@@ -163,6 +168,7 @@ func TestPublishModel(t *testing.T) {
 
 func TestPublishRejects(t *testing.T) {
 	e := newEnv(t, 64<<10)
+	repo := cptest.RepoFor(t, e.base)
 	good := cptest.NewModel(t, "demo", "1", 1000, nil)
 	tampered := append([]byte(nil), good.Artifact...)
 	tampered[10] ^= 0xff
@@ -170,12 +176,12 @@ func TestPublishRejects(t *testing.T) {
 	noFormat := cptest.NewModel(t, "demo", "1", 1000, func(md *trust.ModelMetadata) { md.Format = "" })
 	badName := cptest.NewModel(t, "../demo", "1", 1000, nil)
 	big := cptest.NewModel(t, "demo", "big", 100<<10, nil)
-	unsigned, _ := json.Marshal(trust.Envelope{Signed: json.RawMessage(`{"_type":"starling-model"}`)})
-	var env trust.Envelope
-	json.Unmarshal(good.Envelope, &env)
-	// The same signed fields with a space added: still valid JSON, but not
-	// the bytes that were signed once re-encoded in transit.
-	spaced := []byte(`{"signed":` + strings.Replace(string(env.Signed), ",", ", ", 1) + `,"signatures":` + mustJSON(env.Signatures) + `}`)
+	other, err := trust.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	targets := repo.Next(t, nil, good)
+	path := []byte(good.Path())
 
 	P := func(name string, data []byte) cptest.Part { return cptest.Part{Name: name, Data: data} }
 	tests := []struct {
@@ -184,19 +190,21 @@ func TestPublishRejects(t *testing.T) {
 		code  int
 		want  string // in the error
 	}{
-		{"tampered artifact", []cptest.Part{P("metadata", good.Envelope), P("artifact", tampered)}, 400, "digest check failed"},
-		{"truncated artifact", []cptest.Part{P("metadata", good.Envelope), P("artifact", good.Artifact[:999])}, 400, "size check failed"},
-		{"expired metadata", []cptest.Part{P("metadata", expired.Envelope), P("artifact", expired.Artifact)}, 400, "expiry check failed"},
-		{"no format", []cptest.Part{P("metadata", noFormat.Envelope), P("artifact", noFormat.Artifact)}, 400, "no format"},
-		{"path-like name", []cptest.Part{P("metadata", badName.Envelope), P("artifact", badName.Artifact)}, 400, "malformed check failed"},
-		{"metadata not JSON", []cptest.Part{P("metadata", []byte("{nope")), P("artifact", good.Artifact)}, 400, "malformed check failed"},
-		{"unsigned", []cptest.Part{P("metadata", unsigned), P("artifact", good.Artifact)}, 400, "no signatures"},
-		{"signed part reformatted", []cptest.Part{P("metadata", spaced), P("artifact", good.Artifact)}, 400, "not compact JSON"},
-		{"missing artifact", []cptest.Part{P("metadata", good.Envelope)}, 400, `no "artifact" part`},
-		{"missing metadata", []cptest.Part{P("artifact", good.Artifact)}, 400, `no "metadata" part`},
-		{"unknown part", []cptest.Part{P("metadata", good.Envelope), P("readme", nil), P("artifact", good.Artifact)}, 400, `unexpected upload part "readme"`},
-		{"artifact first is fine but tampered", []cptest.Part{P("artifact", tampered), P("metadata", good.Envelope)}, 400, "digest check failed"},
-		{"over the upload limit", []cptest.Part{P("metadata", big.Envelope), P("artifact", big.Artifact)}, 413, "limit"},
+		{"tampered artifact", []cptest.Part{P("targets", targets), P("target", path), P("artifact", tampered)}, 400, "digest check failed"},
+		{"truncated artifact", []cptest.Part{P("targets", targets), P("target", path), P("artifact", good.Artifact[:999])}, 400, "size check failed"},
+		{"expired targets", []cptest.Part{P("targets", repo.Next(t, nil, expired)), P("target", path), P("artifact", expired.Artifact)}, 400, "expiry check failed"},
+		{"no format", []cptest.Part{P("targets", repo.Next(t, nil, noFormat)), P("target", path), P("artifact", noFormat.Artifact)}, 400, "no format"},
+		{"path-like name", []cptest.Part{P("targets", repo.Next(t, nil, badName)), P("target", []byte(badName.Path())), P("artifact", badName.Artifact)}, 400, "malformed check failed"},
+		{"targets not JSON", []cptest.Part{P("targets", []byte("{nope")), P("target", path), P("artifact", good.Artifact)}, 400, "malformed check failed"},
+		{"unsigned targets", []cptest.Part{P("targets", repo.Next(t, []*trust.PrivateKey{}, good)), P("target", path), P("artifact", good.Artifact)}, 400, "threshold check failed"},
+		{"signed by an unknown key", []cptest.Part{P("targets", repo.Next(t, []*trust.PrivateKey{other}, good)), P("target", path), P("artifact", good.Artifact)}, 400, "unknown-key check failed"},
+		{"target not in targets", []cptest.Part{P("targets", targets), P("target", []byte("models/demo/9")), P("artifact", good.Artifact)}, 400, "unknown-target check failed"},
+		{"missing artifact", []cptest.Part{P("targets", targets), P("target", path)}, 400, `no "artifact" part`},
+		{"missing targets", []cptest.Part{P("target", path), P("artifact", good.Artifact)}, 400, `no "targets" part`},
+		{"missing target", []cptest.Part{P("targets", targets), P("artifact", good.Artifact)}, 400, `no "target" part`},
+		{"unknown part", []cptest.Part{P("targets", targets), P("readme", nil), P("artifact", good.Artifact)}, 400, `unexpected upload part "readme"`},
+		{"artifact first is fine but tampered", []cptest.Part{P("artifact", tampered), P("target", path), P("targets", targets)}, 400, "digest check failed"},
+		{"over the upload limit", []cptest.Part{P("targets", repo.Next(t, nil, big)), P("target", []byte(big.Path())), P("artifact", big.Artifact)}, 413, "limit"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -216,9 +224,28 @@ func TestPublishRejects(t *testing.T) {
 		t.Fatalf("rejected uploads registered models: %+v", models)
 	}
 	// The artifact order does not matter for a good upload.
-	body2, ct := cptest.Multipart(t, P("artifact", good.Artifact), P("metadata", good.Envelope))
+	body2, ct := cptest.Multipart(t, P("artifact", good.Artifact), P("target", path), P("targets", targets))
 	if code, resp := cptest.Do(t, "POST", e.base+"/api/v1/models", ct, body2); code != 201 {
 		t.Fatalf("artifact-first upload = %d %s", code, resp)
+	}
+	repo.Commit(good)
+	// The same targets version again is a conflict: someone published first.
+	body3, ct := cptest.Multipart(t, P("targets", targets), P("target", path), P("artifact", good.Artifact))
+	if code, resp := cptest.Do(t, "POST", e.base+"/api/v1/models", ct, body3); code != 409 || !strings.Contains(errorOf(t, resp), "next version") {
+		t.Fatalf("stale targets version = %d %s, want 409", code, resp)
+	}
+	// Metadata is served by name.
+	for _, name := range []string{"1.root.json", "root.json", "timestamp.json", "2.targets.json", "2.snapshot.json"} {
+		if code, body := cptest.Do(t, "GET", e.base+"/api/v1/tuf/"+name, "", nil); code != 200 || !json.Valid(body) {
+			t.Errorf("GET %s = %d %.100s", name, code, body)
+		}
+	}
+	if code, body := cptest.Do(t, "GET", e.base+"/api/v1/tuf/9.root.json", "", nil); code != 404 {
+		t.Errorf("GET 9.root.json = %d %s", code, body)
+	}
+	// Targets without an artifact may not add a target.
+	if code, body := cptest.Do(t, "POST", e.base+"/api/v1/trust/targets", "application/json", bytes.NewReader(repo.Next(t, nil, big))); code != 400 || !strings.Contains(errorOf(t, body), "push its artifact") {
+		t.Errorf("POST targets with a new target = %d %s", code, body)
 	}
 }
 
@@ -282,8 +309,8 @@ func TestDevicesAndDesired(t *testing.T) {
 		if code != 200 || json.Unmarshal(body, &ds) != nil || ds.Generation != gen || len(ds.Models) != 1 {
 			t.Fatalf("PUT desired #%d = %d %s", gen, code, body)
 		}
-		if _, err := trust.NewKeyring(1, m.Key.Public()).VerifyModel(ds.Models[0].Metadata, time.Now()); err != nil {
-			t.Fatalf("desired metadata does not verify: %v", err)
+		if !strings.Contains(string(ds.Models[0].Metadata), strings.TrimPrefix(m.Meta.Digest, "sha256:")) {
+			t.Fatalf("desired metadata %s does not name the target's digest", ds.Models[0].Metadata)
 		}
 	}
 

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,8 +9,11 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+
 	"github.com/starling-edge/starling/controlplane/store"
 	"github.com/starling-edge/starling/shared/trust"
+	"github.com/starling-edge/starling/shared/trust/tuf"
 )
 
 // modelView is a model version as the API shows it.
@@ -61,23 +63,26 @@ func (a *API) getModel(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, viewModel(m, true))
 }
 
-// publishModel stores a signed model: multipart/form-data with a "metadata"
-// part (the signed envelope) and an "artifact" part (the bytes), in either
-// order. The artifact streams to a temporary file while it is hashed, so a
-// large upload costs disk, not memory. The control plane holds no keys: it
-// checks the signed fields, expiry, size and digest, not the signatures;
-// devices verify signatures before they run anything.
+// publishModel stores a model version: multipart/form-data with a
+// "targets" part (the operator's next targets metadata, signed offline), a
+// "target" part (the path of the new target in it, e.g. models/demo/3) and
+// an "artifact" part (the bytes), in any order. The artifact streams to a
+// temporary file while it is hashed, so a large upload costs disk, not
+// memory. The targets metadata must verify under the repository's root and
+// be the next version; the artifact must match the target's length and
+// sha256. Only then are the artifact, the targets and the registry entry
+// stored, and the control plane signs a new snapshot and timestamp.
 func (a *API) publishModel(w http.ResponseWriter, r *http.Request) {
 	// The cap covers the artifact, the metadata and multipart framing.
-	r.Body = http.MaxBytesReader(w, r.Body, a.opts.MaxUpload+maxMetadata+64<<10)
+	r.Body = http.MaxBytesReader(w, r.Body, a.opts.MaxUpload+tuf.MaxTargetsSize+64<<10)
 	mr, err := r.MultipartReader()
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "want multipart/form-data with parts \"metadata\" (signed envelope JSON) and \"artifact\" (the model file): "+err.Error())
+		writeError(w, http.StatusBadRequest, "want multipart/form-data with parts \"targets\" (signed targets metadata), \"target\" (its path) and \"artifact\" (the model file): "+err.Error())
 		return
 	}
 	var (
-		envelope []byte
-		pending  *store.PendingArtifact
+		targets, path []byte
+		pending       *store.PendingArtifact
 	)
 	defer func() {
 		if pending != nil {
@@ -93,21 +98,27 @@ func (a *API) publishModel(w http.ResponseWriter, r *http.Request) {
 			a.uploadError(w, r, fmt.Errorf("reading upload: %w", err))
 			return
 		}
-		switch part.FormName() {
-		case "metadata":
-			if envelope != nil {
-				writeError(w, http.StatusBadRequest, "upload has more than one \"metadata\" part")
+		switch name := part.FormName(); name {
+		case "targets", "target":
+			limit := int64(tuf.MaxTargetsSize)
+			dst := &targets
+			if name == "target" {
+				limit, dst = 1024, &path
+			}
+			if *dst != nil {
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("upload has more than one %q part", name))
 				return
 			}
-			envelope, err = io.ReadAll(io.LimitReader(part, maxMetadata+1))
+			b, err := io.ReadAll(io.LimitReader(part, limit+1))
 			if err != nil {
-				a.uploadError(w, r, fmt.Errorf("reading metadata part: %w", err))
+				a.uploadError(w, r, fmt.Errorf("reading %s part: %w", name, err))
 				return
 			}
-			if len(envelope) > maxMetadata {
-				writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("metadata part exceeds %d bytes", maxMetadata))
+			if int64(len(b)) > limit {
+				writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("%s part exceeds %d bytes", name, limit))
 				return
 			}
+			*dst = b
 		case "artifact":
 			if pending != nil {
 				writeError(w, http.StatusBadRequest, "upload has more than one \"artifact\" part")
@@ -126,65 +137,102 @@ func (a *API) publishModel(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		default:
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("unexpected upload part %q: want \"metadata\" and \"artifact\"", part.FormName()))
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("unexpected upload part %q: want \"targets\", \"target\" and \"artifact\"", part.FormName()))
 			return
 		}
 		part.Close()
 	}
-	switch {
-	case envelope == nil:
-		writeError(w, http.StatusBadRequest, "upload has no \"metadata\" part (the signed envelope JSON)")
-		return
-	case pending == nil:
-		writeError(w, http.StatusBadRequest, "upload has no \"artifact\" part (the model file)")
-		return
+	for _, p := range []struct {
+		missing bool
+		name    string
+	}{{targets == nil, "targets\" part (the signed targets metadata)"}, {path == nil, "target\" part (the new target's path)"}, {pending == nil, "artifact\" part (the model file)"}} {
+		if p.missing {
+			writeError(w, http.StatusBadRequest, "upload has no \""+p.name)
+			return
+		}
 	}
 
-	md, err := a.checkMetadata(envelope)
+	md, err := a.opts.Repo.CheckTargets(targets)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "metadata rejected: "+describe(err))
+		a.repoError(w, r, "targets", err)
 		return
 	}
-	if err := verifyUpload(md, pending); err != nil {
+	t, err := a.checkModelTarget(md, string(path))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "target rejected: "+describe(err))
+		return
+	}
+	if err := verifyUpload(t, pending); err != nil {
 		writeError(w, http.StatusBadRequest, "artifact rejected: "+describe(err))
 		return
 	}
-
-	// Same version already published: idempotent if identical, else conflict.
-	// PutModel repeats this check atomically; this one avoids storing bytes
-	// that would be refused.
-	if prev, err := a.opts.Store.GetModel(r.Context(), md.Name, md.Version); err == nil {
-		if prev.Digest != md.Digest {
-			writeError(w, http.StatusConflict, fmt.Sprintf("model %s version %s is already published with digest %s; versions are immutable, publish a new version", md.Name, md.Version, prev.Digest))
-			return
-		}
-		writeJSON(w, http.StatusOK, viewModel(prev, false))
+	c := t.Custom
+	// Versions are immutable: the same version with other bytes conflicts.
+	if prev, err := a.opts.Store.GetModel(r.Context(), c.Name, c.Version); err == nil && prev.Digest != t.Digest {
+		writeError(w, http.StatusConflict, fmt.Sprintf("model %s version %s is already published with digest %s; versions are immutable, publish a new version", c.Name, c.Version, prev.Digest))
 		return
-	} else if !errors.Is(err, store.ErrNotFound) {
+	} else if err != nil && !errors.Is(err, store.ErrNotFound) {
 		a.internalError(w, r, err)
 		return
 	}
-
 	if _, err := pending.Commit(); err != nil {
 		a.internalError(w, r, err)
 		return
 	}
+	if _, err := a.opts.Repo.PutTargets(targets); err != nil {
+		a.repoError(w, r, "targets", err)
+		return
+	}
 	m := store.Model{
-		Name: md.Name, Version: md.Version, Digest: md.Digest, Size: md.Size, Format: md.Format,
-		Created: md.Created, Expires: md.Expires, Metadata: compact(envelope), Published: a.opts.Now().UTC(),
+		Name: c.Name, Version: c.Version, Digest: t.Digest, Size: t.Length, Format: c.Format,
+		Created: a.opts.Now().UTC().Truncate(time.Second), Expires: t.Expires, Metadata: t.Raw, Published: a.opts.Now().UTC(),
 	}
 	created, err := a.opts.Store.PutModel(r.Context(), m)
 	switch {
 	case errors.Is(err, store.ErrConflict):
-		writeError(w, http.StatusConflict, fmt.Sprintf("model %s version %s was just published with another digest; versions are immutable, publish a new version", md.Name, md.Version))
+		writeError(w, http.StatusConflict, fmt.Sprintf("model %s version %s was just published with another digest; versions are immutable, publish a new version", c.Name, c.Version))
 	case err != nil:
 		a.internalError(w, r, err)
 	case created:
-		a.log.Info("model published", "name", m.Name, "version", m.Version, "digest", m.Digest, "size", m.Size)
+		a.log.Info("model published", "name", m.Name, "version", m.Version, "digest", m.Digest, "size", m.Size, "targets_version", md.Signed.Version)
 		writeJSON(w, http.StatusCreated, viewModel(m, false))
 	default:
-		writeJSON(w, http.StatusOK, viewModel(m, false))
+		prev, _ := a.opts.Store.GetModel(r.Context(), c.Name, c.Version)
+		writeJSON(w, http.StatusOK, viewModel(prev, false))
 	}
+}
+
+// checkModelTarget finds the pushed target and checks that it is a model
+// target with usable names. Errors wrap a trust sentinel.
+func (a *API) checkModelTarget(md *metadata.Metadata[metadata.TargetsType], path string) (*tuf.Target, error) {
+	t, err := tuf.TargetAt(md, path)
+	if err != nil {
+		return nil, err
+	}
+	c := t.Custom
+	switch {
+	case c.Kind != tuf.KindModel:
+		return nil, fmt.Errorf("target %s has kind %q, want %q: %w", path, c.Kind, tuf.KindModel, trust.ErrMalformed)
+	case !validName.MatchString(c.Name) || !validName.MatchString(c.Version) || (c.Variant != "" && !validName.MatchString(c.Variant)):
+		return nil, fmt.Errorf("model %q version %q variant %q: names, versions and variants are 1-128 of [A-Za-z0-9._+-], starting with a letter or digit: %w", c.Name, c.Version, c.Variant, trust.ErrMalformed)
+	case tuf.ModelPath(c.Name, c.Version, c.Variant) != path:
+		return nil, fmt.Errorf("target %s describes model %s:%s variant %q, whose path is %s: %w", path, c.Name, c.Version, c.Variant, tuf.ModelPath(c.Name, c.Version, c.Variant), trust.ErrMalformed)
+	case c.Format == "":
+		return nil, fmt.Errorf("model %s:%s has no format (e.g. \"tflite\"): %w", c.Name, c.Version, trust.ErrMalformed)
+	}
+	return t, nil
+}
+
+// verifyUpload is trust.VerifyArtifact for a streamed artifact: the same
+// checks, the same sentinels, without holding the bytes in memory.
+func verifyUpload(t *tuf.Target, p *store.PendingArtifact) error {
+	if p.Size() != t.Length {
+		return fmt.Errorf("trust: target %s artifact is %d bytes, targets metadata says %d: %w", t.Path, p.Size(), t.Length, trust.ErrSize)
+	}
+	if got := p.Digest(); got != t.Digest {
+		return fmt.Errorf("trust: target %s artifact digest %s, targets metadata says %s: %w", t.Path, got, t.Digest, trust.ErrDigest)
+	}
+	return nil
 }
 
 // uploadError answers a failed read of the request body: 413 when the body
@@ -205,66 +253,10 @@ func (a *API) uploadError(w http.ResponseWriter, r *http.Request, err error) {
 	writeError(w, http.StatusBadRequest, err.Error())
 }
 
-// checkMetadata parses the envelope and its signed part (fields and
-// expiry). Errors wrap a trust sentinel.
-func (a *API) checkMetadata(envelope []byte) (*trust.ModelMetadata, error) {
-	var env trust.Envelope
-	if err := json.Unmarshal(envelope, &env); err != nil {
-		return nil, fmt.Errorf("envelope is not valid JSON: %v: %w", err, trust.ErrMalformed)
-	}
-	if len(env.Signed) == 0 {
-		return nil, fmt.Errorf("envelope has no \"signed\" part: %w", trust.ErrMalformed)
-	}
-	if len(env.Signatures) == 0 {
-		return nil, fmt.Errorf("envelope has no signatures; sign it with the release key first: %w", trust.ErrThreshold)
-	}
-	// Signatures cover the signed bytes exactly; they travel inside JSON
-	// messages, which re-encode raw JSON in compact, HTML-escaped form.
-	// Signed bytes in any other form would fail verification on every device.
-	if again, err := json.Marshal(env.Signed); err != nil || !bytes.Equal(again, env.Signed) {
-		return nil, fmt.Errorf("envelope's signed part is not compact JSON as encoding/json writes it, so its signatures would not survive transport; sign the compact encoding: %w", trust.ErrMalformed)
-	}
-	md, err := trust.ParseModel(env.Signed, a.opts.Now())
-	if err != nil {
-		return nil, err
-	}
-	if !validName.MatchString(md.Name) || !validName.MatchString(md.Version) {
-		return nil, fmt.Errorf("model %q version %q: names and versions are 1-128 of [A-Za-z0-9._+-], starting with a letter or digit: %w", md.Name, md.Version, trust.ErrMalformed)
-	}
-	if md.Format == "" {
-		return nil, fmt.Errorf("model %s:%s has no format (e.g. \"tflite\"): %w", md.Name, md.Version, trust.ErrMalformed)
-	}
-	return md, nil
-}
-
-// verifyUpload is trust.VerifyArtifact for a streamed artifact: the same
-// checks, the same sentinels, without holding the bytes in memory.
-func verifyUpload(md *trust.ModelMetadata, p *store.PendingArtifact) error {
-	if p.Size() != md.Size {
-		return fmt.Errorf("trust: model %s:%s artifact is %d bytes, metadata says %d: %w", md.Name, md.Version, p.Size(), md.Size, trust.ErrSize)
-	}
-	if got := p.Digest(); got != md.Digest {
-		return fmt.Errorf("trust: model %s:%s artifact digest %s, metadata says %s: %w", md.Name, md.Version, got, md.Digest, trust.ErrDigest)
-	}
-	return nil
-}
-
 // describe prefixes a trust error with the check it failed.
 func describe(err error) string {
 	if c := trust.Check(err); c != "" {
 		return fmt.Sprintf("%s check failed: %v", c, err)
 	}
 	return err.Error()
-}
-
-// compact removes insignificant whitespace around the envelope. The signed
-// bytes are left as they are: checkMetadata has ensured they are already in
-// the form encoding/json produces, so they survive being embedded in a
-// desired state (json.Marshal compacts and HTML-escapes raw messages).
-func compact(b []byte) []byte {
-	var out bytes.Buffer
-	if err := json.Compact(&out, b); err != nil {
-		return b
-	}
-	return out.Bytes()
 }

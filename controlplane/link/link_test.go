@@ -31,7 +31,7 @@ func TestDesiredSurvivesBrokerOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := cptest.NewModel(t, "demo", "1", 10, nil)
-	if _, err := st.PutModel(ctx, store.Model{Name: "demo", Version: "1", Digest: m.Meta.Digest, Size: 10, Format: "tflite", Metadata: m.Envelope}); err != nil {
+	if _, err := st.PutModel(ctx, store.Model{Name: "demo", Version: "1", Digest: m.Meta.Digest, Size: 10, Format: "tflite", Metadata: json.RawMessage(`{"length":10}`)}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := st.UpdateDevice(ctx, "dev-1", true, func(*store.Device) error { return nil }); err != nil {
