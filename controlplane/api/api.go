@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/starling-edge/starling/controlplane/fleet"
 	"github.com/starling-edge/starling/controlplane/store"
 	"github.com/starling-edge/starling/controlplane/tufrepo"
 	"github.com/starling-edge/starling/shared/wire"
@@ -46,6 +47,11 @@ type Options struct {
 	MaxUpload int64
 	// EventLimit caps the events one request returns; default 100.
 	EventLimit int
+	// Fleet turns on API tokens with roles, the audit log and the fleet
+	// identity endpoints (enroll tokens, revocation, API tokens, audit).
+	// IMPORTANT: without it every call is allowed; the control plane always
+	// sets it (nil is for tests of the registry alone).
+	Fleet *fleet.Fleet
 	// Logger default: discard.
 	Logger *slog.Logger
 	// Now is the clock used for metadata expiry; default time.Now.
@@ -111,6 +117,7 @@ func (a *API) routes() {
 	a.handle("/api/v1/devices/{id}/events", map[string]http.HandlerFunc{"GET": a.deviceEvents})
 	a.handle("/api/v1/devices/{id}/desired", map[string]http.HandlerFunc{"PUT": a.putDesired})
 	a.handle("/api/v1/artifacts/{digest}", map[string]http.HandlerFunc{"GET": a.getArtifact})
+	a.identityRoutes()
 	a.trustRoutes()
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint %s %s", r.Method, r.URL.Path))
@@ -138,7 +145,7 @@ func (a *API) handle(path string, byMethod map[string]http.HandlerFunc) {
 }
 
 // ServeHTTP implements http.Handler.
-func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.serveAuthorized(w, r) }
 
 func (a *API) health(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

@@ -7,6 +7,7 @@ package link
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,8 +28,12 @@ type FetchHook func(deviceID string, req wire.FetchRequest) bool
 
 // Options configures a Link.
 type Options struct {
-	// BrokerURL is "mqtt://host:port" (or "tcp://host:port"). Required.
+	// BrokerURL is "mqtt://host:port" (or "tcp://host:port"), or
+	// "mqtts://host:port" for TLS. Required.
 	BrokerURL string
+	// TLSConfig is used for an mqtts:// broker: the control plane's
+	// client certificate and the CA that signed the broker's.
+	TLSConfig *tls.Config
 	// ClientID is the MQTT client id; default "starling-control". The session
 	// is persistent (clean session false), so it must be stable across
 	// restarts and distinct per control-plane process.
@@ -151,6 +156,7 @@ func New(opts Options) (*Link, error) {
 		SetOrderMatters(true). // handlers are quick; fetches go to the pool
 		SetDefaultPublishHandler(l.route).
 		SetOnConnectHandler(l.onConnect).
+		SetTLSConfig(opts.TLSConfig).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
 			l.log.Warn("mqtt connection lost; reconnecting", "broker", opts.BrokerURL, "err", err)
 		})
@@ -158,18 +164,21 @@ func New(opts Options) (*Link, error) {
 	return l, nil
 }
 
-// PahoServer turns "mqtt://host:port" or "tcp://host:port" into the form
-// the paho client dials.
+// PahoServer turns "mqtt://host:port" or "tcp://host:port" (or
+// "mqtts://host:port" for TLS) into the form the paho client dials.
 func PahoServer(raw string) (string, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "", fmt.Errorf("%q: %v", raw, err)
 	}
-	if u.Scheme != "mqtt" && u.Scheme != "tcp" {
-		return "", fmt.Errorf("%q: scheme must be mqtt:// or tcp://", raw)
+	if u.Scheme != "mqtt" && u.Scheme != "tcp" && u.Scheme != "mqtts" {
+		return "", fmt.Errorf("%q: scheme must be mqtts://, mqtt:// or tcp://", raw)
 	}
 	if u.Hostname() == "" || u.Port() == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
 		return "", fmt.Errorf("%q: want mqtt://host:port", raw)
+	}
+	if u.Scheme == "mqtts" {
+		return "ssl://" + u.Host, nil
 	}
 	return "tcp://" + u.Host, nil
 }
