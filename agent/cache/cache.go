@@ -4,9 +4,11 @@
 // verified artifact bytes. Every state change is one bbolt transaction, so a
 // crash at any instant leaves the active version and its artifact loadable.
 //
-// Layout (schema 1):
+// Layout (schema 2):
 //
-//	meta      "schema" -> "1"
+//	meta      "schema" -> "2"
+//	tuf       role ("root", "timestamp", "snapshot", "targets") -> trusted
+//	          TUF metadata bytes (schema 2; see shared/trust/tuf)
 //	models    name 0x00 version -> JSON Record
 //	chunks    digest -> bucket{ 8-byte big-endian offset -> bytes }
 //	artifacts digest -> artifact bytes (only after size and digest verified)
@@ -34,13 +36,14 @@ import (
 )
 
 // SchemaVersion is the on-disk layout this package writes.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 var (
 	bucketMeta      = []byte("meta")
 	bucketModels    = []byte("models")
 	bucketChunks    = []byte("chunks")
 	bucketArtifacts = []byte("artifacts")
+	bucketTUF       = []byte("tuf")
 	keySchema       = []byte("schema")
 )
 
@@ -128,6 +131,10 @@ func (c *Cache) Upgrade() error {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("cache.Upgrade: %w", err)
 			}
+		}
+		// 1 -> 2: the trusted TUF metadata bucket.
+		if _, err := tx.CreateBucketIfNotExists(bucketTUF); err != nil {
+			return fmt.Errorf("cache.Upgrade: %w", err)
 		}
 		return meta.Put(keySchema, []byte(strconv.Itoa(SchemaVersion)))
 	})
@@ -597,7 +604,7 @@ func (c *Cache) Check() error {
 		if meta == nil || string(meta.Get(keySchema)) != strconv.Itoa(SchemaVersion) {
 			return fmt.Errorf("schema key missing or not %d: %w", SchemaVersion, ErrCorrupt)
 		}
-		for _, b := range [][]byte{bucketModels, bucketChunks, bucketArtifacts} {
+		for _, b := range [][]byte{bucketModels, bucketChunks, bucketArtifacts, bucketTUF} {
 			if tx.Bucket(b) == nil {
 				return fmt.Errorf("bucket %s missing: %w", b, ErrCorrupt)
 			}
@@ -651,6 +658,39 @@ func (c *Cache) Check() error {
 	})
 	if err != nil {
 		return fmt.Errorf("cache.Check %s: %w", c.db.Path(), err)
+	}
+	return nil
+}
+
+// LoadMetadata returns the trusted TUF metadata stored for role, or nil
+// when none is (tuf.Store).
+func (c *Cache) LoadMetadata(role string) ([]byte, error) {
+	var out []byte
+	err := c.db.View(func(tx *bolt.Tx) error {
+		out = bytes.Clone(tx.Bucket(bucketTUF).Get([]byte(role)))
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cache.LoadMetadata %s: %w", role, err)
+	}
+	return out, nil
+}
+
+// StoreMetadata stores verified TUF metadata for role (tuf.Store).
+func (c *Cache) StoreMetadata(role string, data []byte) error {
+	if role == "" || len(data) == 0 {
+		return fmt.Errorf("cache.StoreMetadata %q: empty role or metadata: %w", role, ErrState)
+	}
+	if err := c.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketTUF).Put([]byte(role), data) }); err != nil {
+		return fmt.Errorf("cache.StoreMetadata %s: %w", role, err)
+	}
+	return nil
+}
+
+// DeleteMetadata forgets the TUF metadata of role (tuf.Store).
+func (c *Cache) DeleteMetadata(role string) error {
+	if err := c.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketTUF).Delete([]byte(role)) }); err != nil {
+		return fmt.Errorf("cache.DeleteMetadata %s: %w", role, err)
 	}
 	return nil
 }

@@ -272,18 +272,79 @@ func TestOpenRefusesNewerSchema(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		return b.Put(keySchema, []byte("2"))
+		return b.Put(keySchema, []byte("3"))
 	})
 	db.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := Open(Options{Path: path}); !errors.Is(err, ErrSchema) {
-		t.Fatalf("Open of schema 2: %v, want ErrSchema", err)
+		t.Fatalf("Open of schema 3: %v, want ErrSchema", err)
 	}
 	// A new file is created at the current schema.
 	c := open(t, filepath.Join(t.TempDir(), "new.db"))
 	if v, err := c.Schema(); err != nil || v != SchemaVersion {
 		t.Fatalf("Schema() = %d, %v", v, err)
+	}
+}
+
+// TestUpgradeFromSchema1: a file written by a schema-1 agent (no tuf
+// bucket) opens, keeps its records and gains the trusted metadata bucket.
+func TestUpgradeFromSchema1(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cache.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketMeta, bucketModels, bucketChunks, bucketArtifacts} {
+			if _, err := tx.CreateBucket(b); err != nil {
+				return err
+			}
+		}
+		if err := tx.Bucket(bucketModels).Put(recordKey("demo", "1"), []byte(`{"name":"demo","version":"1","state":"retired"}`)); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(keySchema, []byte("1"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	c, err := Open(Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if v, _ := c.Schema(); v != 2 {
+		t.Fatalf("schema %d after upgrade, want 2", v)
+	}
+	if r, err := c.Get("demo", "1"); err != nil || r.State != "retired" {
+		t.Fatalf("record lost in upgrade: %+v %v", r, err)
+	}
+	for _, tc := range []struct {
+		role string
+		data []byte
+	}{{"root", []byte(`{"r":1}`)}, {"timestamp", []byte(`{"t":1}`)}} {
+		if b, err := c.LoadMetadata(tc.role); err != nil || b != nil {
+			t.Fatalf("empty %s = %q %v", tc.role, b, err)
+		}
+		if err := c.StoreMetadata(tc.role, tc.data); err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := c.LoadMetadata(tc.role); string(b) != string(tc.data) {
+			t.Fatalf("%s = %q", tc.role, b)
+		}
+	}
+	if err := c.DeleteMetadata("root"); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := c.LoadMetadata("root"); b != nil {
+		t.Fatal("deleted metadata still there")
+	}
+	if err := c.StoreMetadata("root", nil); !errors.Is(err, ErrState) {
+		t.Fatalf("empty store: %v", err)
+	}
+	if err := c.Check(); err != nil {
+		t.Fatal(err)
 	}
 }
