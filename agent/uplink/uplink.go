@@ -99,6 +99,8 @@ type Session struct {
 	report  []byte   // latest reported state, republished on connect
 	events  [][]byte // events held while offline (bounded)
 	waiters map[string]chan<- chunk
+	// metaWaiters are FetchMetadata calls waiting for their answer.
+	metaWaiters map[string]chan<- wire.MetadataResponse
 }
 
 type chunk struct {
@@ -148,11 +150,12 @@ func New(opts Options) (*Session, error) {
 	var rb [6]byte
 	rand.Read(rb[:])
 	s := &Session{
-		opts:    opts,
-		log:     opts.Logger.With("component", "uplink"),
-		lost:    make(chan struct{}, 1),
-		idBase:  hex.EncodeToString(rb[:]),
-		waiters: map[string]chan<- chunk{},
+		opts:        opts,
+		log:         opts.Logger.With("component", "uplink"),
+		lost:        make(chan struct{}, 1),
+		idBase:      hex.EncodeToString(rb[:]),
+		waiters:     map[string]chan<- chunk{},
+		metaWaiters: map[string]chan<- wire.MetadataResponse{},
 	}
 	co := mqtt.NewClientOptions().
 		AddBroker("tcp://"+u.Host).
@@ -234,7 +237,7 @@ func (s *Session) shutdown() {
 // onConnect runs on Run's goroutine after every successful connect.
 func (s *Session) onConnect(c mqtt.Client) {
 	s.log.Info("connected", "broker", s.opts.Broker, "device", s.opts.DeviceID)
-	subs := map[string]byte{s.topic(wire.Desired): 1, s.topic(wire.FetchResp): 1}
+	subs := map[string]byte{s.topic(wire.Desired): 1, s.topic(wire.FetchResp): 1, s.topic(wire.MetaResp): 1}
 	tok := c.SubscribeMultiple(subs, s.route)
 	if tok.WaitTimeout(s.opts.ConnectTimeout) && tok.Error() != nil {
 		s.log.Error("subscribe failed", "err", tok.Error())
@@ -269,6 +272,8 @@ func (s *Session) route(_ mqtt.Client, m mqtt.Message) {
 		if s.opts.OnDesired != nil {
 			s.opts.OnDesired(ds)
 		}
+	case wire.MetaResp:
+		s.routeMetadata(m.Payload())
 	case wire.FetchResp:
 		h, data, err := wire.DecodeChunk(m.Payload())
 		if err != nil {
