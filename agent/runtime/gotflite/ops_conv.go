@@ -158,6 +158,9 @@ func prepConv2D(p *opPrep) (kernel, error) {
 	if err != nil {
 		return nil, err
 	}
+	if k := fastConv(w, in, f, bias, out, lo, hi, false); k != nil {
+		return k, nil
+	}
 	c := &convFloat{w: w, ii: in.index, fi: f.index, oi: out.index, bi: indexOr(bias), lo: lo, hi: hi}
 	work := int64(out.n) * int64(kh*kw*fc)
 	return func(ex *executor) error {
@@ -289,6 +292,9 @@ func prepDepthwiseConv2D(p *opPrep) (kernel, error) {
 	lo, hi, err := actRange(act)
 	if err != nil {
 		return nil, err
+	}
+	if k := fastConv(w, in, f, bias, out, lo, hi, true); k != nil {
+		return k, nil
 	}
 	c := &convFloat{w: w, ii: in.index, fi: f.index, oi: out.index, bi: indexOr(bias), lo: lo, hi: hi, depthwise: true}
 	work := int64(out.n) * int64(kh*kw)

@@ -75,6 +75,9 @@ func prepFullyConnected(p *opPrep) (kernel, error) {
 	if err != nil {
 		return nil, err
 	}
+	if k := fastFullyConnected(in, w, bias, out, units, depth, lo, hi); k != nil {
+		return k, nil
+	}
 	fc := &fcFloat{ii: in.index, wi: w.index, oi: out.index, bi: indexOr(bias),
 		batches: batches, units: units, depth: depth, lo: lo, hi: hi}
 	work := int64(batches) * int64(w.n)
@@ -91,7 +94,7 @@ type fcFloat struct {
 	lo, hi                float32
 }
 
-func (fc *fcFloat) rows(ex *executor, u0, u1 int) {
+func (fc *fcFloat) rows(ex *executor, _, u0, u1 int) {
 	x, wt, y := ex.v.f32[fc.ii], ex.v.f32[fc.wi], ex.v.f32[fc.oi]
 	var b []float32
 	if fc.bi >= 0 {
