@@ -94,7 +94,7 @@ type fcFloat struct {
 	lo, hi                float32
 }
 
-func (fc *fcFloat) rows(ex *executor, _, u0, u1 int) {
+func (fc *fcFloat) rows(ex *executor, u0, u1 int) {
 	x, wt, y := ex.v.f32[fc.ii], ex.v.f32[fc.wi], ex.v.f32[fc.oi]
 	var b []float32
 	if fc.bi >= 0 {
