@@ -210,17 +210,58 @@ func (c *convQuant) rows(ex *executor, r0, r1 int) {
 	}
 }
 
+// convRows computes output rows of an int8 CONV_2D. Four output channels
+// share each input load; integer sums are exact, so the blocking changes
+// no result.
 func (c *convQuant) convRows(x, flt []int8, b []int32, y []int8, r0, r1 int) {
 	w := c.w
+	kk := c.kh * c.kw * w.inC
 	for r := r0; r < r1; r++ {
 		bt, oy := r/w.outH, r%w.outH
 		y0 := oy*w.strideH - w.padH
 		for ox := 0; ox < w.outW; ox++ {
 			x0 := ox*w.strideW - w.padW
 			dst := y[((bt*w.outH+oy)*w.outW+ox)*w.outC:][:w.outC]
-			for oc := range dst {
+			oc := 0
+			for ; oc+4 <= len(dst); oc += 4 {
+				var a0, a1, a2, a3 int32
+				f0 := flt[oc*kk:][:kk]
+				f1 := flt[(oc+1)*kk:][:kk]
+				f2 := flt[(oc+2)*kk:][:kk]
+				f3 := flt[(oc+3)*kk:][:kk]
+				for fy := 0; fy < c.kh; fy++ {
+					iy := y0 + fy*w.dilH
+					if iy < 0 || iy >= w.inH {
+						continue
+					}
+					for fx := 0; fx < c.kw; fx++ {
+						ix := x0 + fx*w.dilW
+						if ix < 0 || ix >= w.inW {
+							continue
+						}
+						src := x[((bt*w.inH+iy)*w.inW+ix)*w.inC:][:w.inC]
+						o := (fy*c.kw + fx) * w.inC
+						g0, g1, g2, g3 := f0[o:o+len(src)], f1[o:o+len(src)], f2[o:o+len(src)], f3[o:o+len(src)]
+						for k, v := range src {
+							xv := int32(v) + c.inOffset
+							a0 += int32(g0[k]) * xv
+							a1 += int32(g1[k]) * xv
+							a2 += int32(g2[k]) * xv
+							a3 += int32(g3[k]) * xv
+						}
+					}
+				}
+				if b != nil {
+					a0, a1, a2, a3 = a0+b[oc], a1+b[oc+1], a2+b[oc+2], a3+b[oc+3]
+				}
+				dst[oc] = int8(clamp32(mulByQuantizedMultiplier(a0, c.mult[oc], c.shift[oc])+c.outOffset, c.lo, c.hi))
+				dst[oc+1] = int8(clamp32(mulByQuantizedMultiplier(a1, c.mult[oc+1], c.shift[oc+1])+c.outOffset, c.lo, c.hi))
+				dst[oc+2] = int8(clamp32(mulByQuantizedMultiplier(a2, c.mult[oc+2], c.shift[oc+2])+c.outOffset, c.lo, c.hi))
+				dst[oc+3] = int8(clamp32(mulByQuantizedMultiplier(a3, c.mult[oc+3], c.shift[oc+3])+c.outOffset, c.lo, c.hi))
+			}
+			for ; oc < len(dst); oc++ {
 				var acc int32
-				fc := flt[oc*c.kh*c.kw*w.inC:]
+				fc := flt[oc*kk:][:kk]
 				for fy := 0; fy < c.kh; fy++ {
 					iy := y0 + fy*w.dilH
 					if iy < 0 || iy >= w.inH {
@@ -248,7 +289,56 @@ func (c *convQuant) convRows(x, flt []int8, b []int32, y []int8, r0, r1 int) {
 	}
 }
 
+// dwMaxChannels bounds the depthwise fast path's stack accumulators.
+const dwMaxChannels = 1024
+
+// depthwiseRows computes output rows of an int8 DEPTHWISE_CONV_2D. With a
+// depth multiplier of 1 it walks the taps outermost and the channels
+// innermost, so both the input and the filter are read contiguously.
 func (c *convQuant) depthwiseRows(x, flt []int8, b []int32, y []int8, r0, r1 int) {
+	w := c.w
+	if c.depthMult != 1 || w.outC > dwMaxChannels {
+		c.depthwiseRowsGeneral(x, flt, b, y, r0, r1)
+		return
+	}
+	var accBuf [dwMaxChannels]int32
+	acc := accBuf[:w.outC]
+	for r := r0; r < r1; r++ {
+		bt, oy := r/w.outH, r%w.outH
+		y0 := oy*w.strideH - w.padH
+		for ox := 0; ox < w.outW; ox++ {
+			x0 := ox*w.strideW - w.padW
+			if b != nil {
+				copy(acc, b[:len(acc)])
+			} else {
+				clear(acc)
+			}
+			for fy := 0; fy < c.kh; fy++ {
+				iy := y0 + fy*w.dilH
+				if iy < 0 || iy >= w.inH {
+					continue
+				}
+				for fx := 0; fx < c.kw; fx++ {
+					ix := x0 + fx*w.dilW
+					if ix < 0 || ix >= w.inW {
+						continue
+					}
+					src := x[((bt*w.inH+iy)*w.inW+ix)*w.inC:][:len(acc)]
+					fr := flt[(fy*c.kw+fx)*w.outC:][:len(acc)]
+					for k, v := range src {
+						acc[k] += int32(fr[k]) * (int32(v) + c.inOffset)
+					}
+				}
+			}
+			dst := y[((bt*w.outH+oy)*w.outW+ox)*w.outC:][:len(acc)]
+			for oc, a := range acc {
+				dst[oc] = int8(clamp32(mulByQuantizedMultiplier(a, c.mult[oc], c.shift[oc])+c.outOffset, c.lo, c.hi))
+			}
+		}
+	}
+}
+
+func (c *convQuant) depthwiseRowsGeneral(x, flt []int8, b []int32, y []int8, r0, r1 int) {
 	w := c.w
 	for r := r0; r < r1; r++ {
 		bt, oy := r/w.outH, r%w.outH
