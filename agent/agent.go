@@ -18,8 +18,9 @@ import (
 	"github.com/starling-edge/starling/agent/cache"
 	"github.com/starling-edge/starling/agent/reconcile"
 	"github.com/starling-edge/starling/agent/serve"
+	"github.com/starling-edge/starling/agent/tufclient"
 	"github.com/starling-edge/starling/agent/uplink"
-	"github.com/starling-edge/starling/shared/trust"
+	"github.com/starling-edge/starling/shared/trust/tuf"
 	"github.com/starling-edge/starling/shared/wire"
 )
 
@@ -41,8 +42,15 @@ type Options struct {
 	SocketMode os.FileMode
 	// TCP is an optional loopback listen address for the local API.
 	TCP string
-	// Verifier checks signed model metadata (a trust.Keyring).
-	Verifier trust.ModelVerifier
+	// TrustRoot is the operator's TUF root.json, the device's trust
+	// anchor until the cache holds a newer root. Required unless Verifier
+	// is set.
+	TrustRoot []byte
+	// MetadataURL, when set, reads TUF metadata over HTTP from this
+	// control plane URL; by default it is read over MQTT.
+	MetadataURL string
+	// Verifier replaces the TUF verifier built from TrustRoot (tests).
+	Verifier reconcile.Verifier
 	// Uplink tuning; DeviceID, Broker, OnDesired and Logger are set by
 	// the agent. Zero values take the uplink's defaults.
 	Uplink uplink.Options
@@ -79,8 +87,8 @@ func New(opts Options) (*Agent, error) {
 	if opts.DataDir == "" {
 		return nil, fmt.Errorf("agent.New: data directory is empty: %w", ErrConfig)
 	}
-	if opts.Verifier == nil {
-		return nil, fmt.Errorf("agent.New: no trust verifier (trust key): %w", ErrConfig)
+	if opts.Verifier == nil && len(opts.TrustRoot) == 0 {
+		return nil, fmt.Errorf("agent.New: no trust root (the operator's root.json): %w", ErrConfig)
 	}
 	if opts.Socket == "" {
 		opts.Socket = filepath.Join(opts.DataDir, "agent.sock")
@@ -109,9 +117,20 @@ func New(opts Options) (*Agent, error) {
 	if a.cache, err = cache.Open(cache.Options{Path: filepath.Join(opts.DataDir, "cache.db")}); err != nil {
 		return nil, fmt.Errorf("agent.New: %w", err)
 	}
+	verifier := opts.Verifier
+	if verifier == nil {
+		var fetcher tuf.Fetcher = a.session
+		if opts.MetadataURL != "" {
+			fetcher = &tufclient.HTTPFetcher{Base: opts.MetadataURL}
+		}
+		if verifier, err = tufclient.New(tufclient.Options{Root: opts.TrustRoot, Store: a.cache, Fetcher: fetcher, AgentVersion: Version}); err != nil {
+			a.cache.Close()
+			return nil, fmt.Errorf("agent.New: %w", err)
+		}
+	}
 	a.rec, err = reconcile.New(reconcile.Options{
 		DeviceID: opts.DeviceID, AgentVersion: Version,
-		Cache: a.cache, Verifier: opts.Verifier, Fetcher: a.session, Reporter: a.session,
+		Cache: a.cache, Verifier: verifier, Fetcher: a.session, Reporter: a.session,
 		Registry: a.registry, EnginePreference: opts.EnginePreference, CacheBytes: opts.CacheBytes,
 		Logger: opts.Logger,
 	})

@@ -10,6 +10,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/starling-edge/starling/agent/serve"
+	"github.com/starling-edge/starling/agent/tufclient"
 	"github.com/starling-edge/starling/agent/uplink"
 	"github.com/starling-edge/starling/shared/wire"
 )
@@ -18,14 +19,15 @@ import (
 // It is built as Default() -> LoadFile -> flags -> Validate.
 type Config struct {
 	DeviceID     string `yaml:"device_id"`
-	Broker       string `yaml:"broker"`      // mqtt://host:port
-	Data         string `yaml:"data"`        // cache and state directory
-	Socket       string `yaml:"socket"`      // default <data>/agent.sock
-	SocketMode   string `yaml:"socket_mode"` // octal; default "0660"
-	TrustKey     string `yaml:"trust_key"`   // operator's public key file
-	TCP          string `yaml:"tcp"`         // optional loopback listener
-	ChunkSize    int    `yaml:"chunk_size"`  // bytes; default 256 KiB
-	CacheBytes   int64  `yaml:"cache_bytes"` // 0: no eviction
+	Broker       string `yaml:"broker"`       // mqtt://host:port
+	Data         string `yaml:"data"`         // cache and state directory
+	Socket       string `yaml:"socket"`       // default <data>/agent.sock
+	SocketMode   string `yaml:"socket_mode"`  // octal; default "0660"
+	TrustRoot    string `yaml:"trust_root"`   // operator's root.json (TUF), the device's trust anchor
+	MetadataURL  string `yaml:"metadata_url"` // optional: read TUF metadata over HTTP from this control plane URL instead of MQTT
+	TCP          string `yaml:"tcp"`          // optional loopback listener
+	ChunkSize    int    `yaml:"chunk_size"`   // bytes; default 256 KiB
+	CacheBytes   int64  `yaml:"cache_bytes"`  // 0: no eviction
 	MaxBodyBytes int64  `yaml:"max_body_bytes"`
 }
 
@@ -76,8 +78,13 @@ func (c *Config) Validate() error {
 	if m, err := strconv.ParseUint(c.SocketMode, 8, 32); err != nil || m > 0o777 || m == 0 {
 		return bad("socket_mode", "%q is not an octal permission such as 0660", c.SocketMode)
 	}
-	if c.TrustKey == "" {
-		return bad("trust_key", "empty; set the operator's public key file")
+	if c.TrustRoot == "" {
+		return bad("trust_root", "empty; set the operator's root.json (starlingctl keys init writes it)")
+	}
+	if c.MetadataURL != "" {
+		if err := tufclient.CheckURL(c.MetadataURL); err != nil {
+			return bad("metadata_url", "%v", err)
+		}
 	}
 	if c.TCP != "" {
 		if err := serve.CheckLoopback(c.TCP); err != nil {

@@ -45,7 +45,7 @@ func TestConfigFixtures(t *testing.T) {
 
 func TestConfigSocketDefaultsUnderData(t *testing.T) {
 	cfg := Default()
-	cfg.DeviceID, cfg.TrustKey, cfg.Data = "d", "k", "/srv/agent"
+	cfg.DeviceID, cfg.TrustRoot, cfg.Data = "d", "k", "/srv/agent"
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,8 @@
 // Package reconcile drives the agent's actual models toward the desired
 // state from the control plane, one reconcile at a time, idempotently and
-// across restarts. For each desired model it verifies the signed metadata
-// before fetching anything, resumes or starts the chunked download into the
+// across restarts. Each reconcile first refreshes the device's trusted TUF
+// metadata; for each desired model it then verifies the model's target
+// (hashes, length, custom fields) before fetching anything, resumes or starts the chunked download into the
 // cache, verifies the artifact, loads it, runs a warm-up inference, and only
 // then swaps it in (the old version becomes previous). Any rejection leaves
 // the served model untouched and is reported with the failed check.
@@ -32,6 +33,16 @@ type Fetcher interface {
 	Fetch(ctx context.Context, digest string, size, from int64, sink func(offset int64, data []byte) error) error
 }
 
+// Verifier turns a desired model into verified metadata. Refresh runs once
+// per reconcile before any Verify; Verify returns the model's verified
+// metadata and the signed bytes that describe it (kept in the cache).
+// Errors wrap a trust sentinel (trust.Check names the failed check).
+// *tufclient.Verifier implements it.
+type Verifier interface {
+	Refresh(ctx context.Context) error
+	Verify(dm wire.DesiredModel) (*trust.ModelMetadata, []byte, error)
+}
+
 // Reporter sends reported state and events. *uplink.Session implements it.
 type Reporter interface {
 	Report(ctx context.Context, rs wire.ReportedState) error
@@ -44,7 +55,7 @@ type Options struct {
 	DeviceID     string
 	AgentVersion string
 	Cache        *cache.Cache
-	Verifier     trust.ModelVerifier
+	Verifier     Verifier
 	Fetcher      Fetcher
 	Reporter     Reporter
 	Registry     *serve.Registry
@@ -55,6 +66,11 @@ type Options struct {
 	// CacheBytes, when > 0, evicts unused versions after each reconcile
 	// until artifacts take at most this much (never active or previous).
 	CacheBytes int64
+	// RetryInterval is how long after a reconcile that left a desired
+	// model unapplied for a reason other than its artifact (for example
+	// metadata that did not verify, or an unreachable control plane) the
+	// same desired state is tried again; default 1m.
+	RetryInterval time.Duration
 	// Now is the clock for expiry checks; default time.Now.
 	Now func() time.Time
 	// Logger; default slog.Default().
@@ -73,6 +89,12 @@ type Reconciler struct {
 	cancelCur  context.CancelFunc
 	curGen     int64
 	generation int64 // last desired generation fully applied
+	// retry is the last desired state while one of its models waits for
+	// a retry (see Options.RetryInterval); nil otherwise. Run owns it.
+	retry    *wire.DesiredState
+	applying *wire.DesiredState // the state reconcile is applying; Run owns it
+	// refreshErr is the last reconcile's metadata refresh error. Run owns it.
+	refreshErr error
 }
 
 // New checks opts.
@@ -85,6 +107,9 @@ func New(opts Options) (*Reconciler, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.RetryInterval <= 0 {
+		opts.RetryInterval = time.Minute
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -112,11 +137,20 @@ func (r *Reconciler) Submit(ds wire.DesiredState) {
 // Run applies submitted desired states one at a time until ctx ends; it
 // returns nil then.
 func (r *Reconciler) Run(ctx context.Context) error {
+	retryT := time.NewTimer(time.Hour)
+	retryT.Stop()
+	defer retryT.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-r.wake:
+		case <-retryT.C:
+			r.mu.Lock()
+			if r.pending == nil && r.retry != nil {
+				r.pending = r.retry
+			}
+			r.mu.Unlock()
 		}
 		r.mu.Lock()
 		ds := r.pending
@@ -129,7 +163,11 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		r.cancelCur, r.curGen = cancel, ds.Generation
 		r.mu.Unlock()
 
+		r.retry, r.applying = nil, ds
 		r.reconcile(rctx, *ds)
+		if r.retry != nil {
+			retryT.Reset(r.opts.RetryInterval)
+		}
 
 		r.mu.Lock()
 		r.cancelCur = nil
@@ -173,6 +211,13 @@ func (r *Reconciler) Restore(ctx context.Context) error {
 }
 
 func (r *Reconciler) reconcile(ctx context.Context, ds wire.DesiredState) {
+	r.refreshErr = nil
+	if len(ds.Models) > 0 {
+		if err := r.opts.Verifier.Refresh(ctx); err != nil && ctx.Err() == nil {
+			r.log.Warn("trusted metadata not refreshed", "check", trust.Check(err), "err", err)
+			r.refreshErr = err
+		}
+	}
 	for _, dm := range ds.Models {
 		if ctx.Err() != nil {
 			return
@@ -234,7 +279,16 @@ func (r *Reconciler) retireUndesired(ds wire.DesiredState) {
 
 // apply brings one desired model version to active, or records why not.
 func (r *Reconciler) apply(ctx context.Context, dm wire.DesiredModel) {
-	md, err := r.opts.Verifier.VerifyModel(dm.Metadata, r.opts.Now())
+	if r.refreshErr != nil {
+		if old, err := r.opts.Cache.Get(dm.Name, dm.Version); err == nil && old.State == wire.StateActive &&
+			r.opts.Registry.Version(dm.Name) == dm.Version {
+			return // keeps serving what was verified before
+		}
+		r.retry = r.lastDesired()
+		r.reject(ctx, dm.Name, dm.Version, r.refreshErr)
+		return
+	}
+	md, signed, err := r.opts.Verifier.Verify(dm)
 	if err == nil && (md.Name != dm.Name || md.Version != dm.Version) {
 		err = fmt.Errorf("signed metadata is for %s:%s, desired state says %s:%s: %w",
 			md.Name, md.Version, dm.Name, dm.Version, trust.ErrMalformed)
@@ -244,10 +298,10 @@ func (r *Reconciler) apply(ctx context.Context, dm wire.DesiredModel) {
 		return
 	}
 	if old, err := r.opts.Cache.Get(md.Name, md.Version); err == nil &&
-		old.State == wire.StateRejected && bytes.Equal(old.Envelope, dm.Metadata) {
+		old.State == wire.StateRejected && bytes.Equal(old.Envelope, signed) {
 		return // rejected before for these exact signed bytes; already reported
 	}
-	rec, err := r.opts.Cache.Put(md, dm.Metadata)
+	rec, err := r.opts.Cache.Put(md, signed)
 	if err != nil {
 		r.reject(ctx, md.Name, md.Version, err)
 		return
@@ -275,6 +329,7 @@ func (r *Reconciler) apply(ctx context.Context, dm wire.DesiredModel) {
 			return // superseded or stopping; progress is kept for the next attempt
 		}
 		if err != nil {
+			r.retry = r.lastDesired()
 			r.reject(ctx, rec.Name, rec.Version, err)
 			return
 		}
@@ -287,6 +342,9 @@ func (r *Reconciler) apply(ctx context.Context, dm wire.DesiredModel) {
 		r.reject(ctx, rec.Name, rec.Version, err)
 	}
 }
+
+// lastDesired returns the desired state being applied, for a retry.
+func (r *Reconciler) lastDesired() *wire.DesiredState { return r.applying }
 
 // activate loads a verified version and makes it the served one.
 func (r *Reconciler) activate(ctx context.Context, rec cache.Record) error {

@@ -16,7 +16,6 @@ import (
 	"github.com/starling-edge/starling/agent"
 	_ "github.com/starling-edge/starling/agent/runtime/gotflite" // registers the pure-Go TFLite engine
 	"github.com/starling-edge/starling/agent/uplink"
-	"github.com/starling-edge/starling/shared/trust"
 )
 
 func main() {
@@ -34,9 +33,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	pub, err := trust.ReadPublicKey(cfg.TrustKey)
+	root, err := os.ReadFile(cfg.TrustRoot)
 	if err != nil {
-		return fmt.Errorf("trust_key: %w", err)
+		return fmt.Errorf("trust_root: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	a, err := agent.New(agent.Options{
@@ -46,7 +45,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Socket:       cfg.Socket,
 		SocketMode:   cfg.FileMode(),
 		TCP:          cfg.TCP,
-		Verifier:     trust.NewKeyring(1, pub),
+		TrustRoot:    root,
+		MetadataURL:  cfg.MetadataURL,
 		Uplink:       uplink.Options{ChunkSize: cfg.ChunkSize},
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		CacheBytes:   cfg.CacheBytes,
@@ -75,7 +75,8 @@ func parseConfig(args []string, stderr io.Writer) (agent.Config, error) {
 	fs.StringVar(&flagCfg.Broker, "broker", "", "MQTT broker `url`, mqtt://host:port (default "+cfg.Broker+")")
 	fs.StringVar(&flagCfg.Data, "data", "", "`dir` for the model cache and state (default "+cfg.Data+")")
 	fs.StringVar(&flagCfg.Socket, "socket", "", "unix socket `path` for the local API (default DIR/agent.sock)")
-	fs.StringVar(&flagCfg.TrustKey, "trust-key", "", "operator's Ed25519 public key `file`")
+	fs.StringVar(&flagCfg.TrustRoot, "trust-root", "", "operator's TUF root.json `file` (the device's trust anchor)")
+	fs.StringVar(&flagCfg.MetadataURL, "metadata-url", "", "control plane `url` to read TUF metadata from over HTTP (default: over MQTT)")
 	fs.StringVar(&flagCfg.TCP, "tcp", "", "optional loopback `addr` for the local API, e.g. 127.0.0.1:8080")
 	fs.IntVar(&flagCfg.ChunkSize, "chunk-size", 0, "artifact fetch chunk size in `bytes` (default 262144)")
 	if err := fs.Parse(args); err != nil {
@@ -99,8 +100,10 @@ func parseConfig(args []string, stderr io.Writer) (agent.Config, error) {
 			cfg.Data = flagCfg.Data
 		case "socket":
 			cfg.Socket = flagCfg.Socket
-		case "trust-key":
-			cfg.TrustKey = flagCfg.TrustKey
+		case "trust-root":
+			cfg.TrustRoot = flagCfg.TrustRoot
+		case "metadata-url":
+			cfg.MetadataURL = flagCfg.MetadataURL
 		case "tcp":
 			cfg.TCP = flagCfg.TCP
 		case "chunk-size":

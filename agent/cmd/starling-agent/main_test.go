@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"io"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"github.com/starling-edge/starling/agent"
 	"github.com/starling-edge/starling/agent/internal/testcontrol"
 	"github.com/starling-edge/starling/shared/trust"
+	"github.com/starling-edge/starling/shared/trust/tuf"
 	"github.com/starling-edge/starling/shared/wire"
 )
 
@@ -41,8 +43,17 @@ func writeKey(t *testing.T, dir string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(dir, "operator.pub")
-	if err := trust.WriteKeyFile(path, k.PublicFile(), 0o644); err != nil {
+	pub := []ed25519.PublicKey{k.Public()}
+	root, err := tuf.NewRoot(tuf.RootSpec{Root: pub, Targets: pub, Snapshot: pub, Timestamp: pub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := tuf.Sign(root, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "root.json")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return path
@@ -60,7 +71,7 @@ func TestRunServesAndStopsCleanly(t *testing.T) {
 	cfgFile := filepath.Join(dir, "agent.yaml")
 	os.WriteFile(cfgFile, []byte("device_id: from-file\nbroker: mqtt://127.0.0.1:1\nsocket_mode: \"0600\"\n"), 0o600)
 	data := filepath.Join(dir, "data")
-	args := []string{"--config", cfgFile, "--device-id", "cam-1", "--broker", ctl.Broker(), "--data", data, "--trust-key", key}
+	args := []string{"--config", cfgFile, "--device-id", "cam-1", "--broker", ctl.Broker(), "--data", data, "--trust-root", key}
 
 	var stdout, stderr syncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
@@ -94,19 +105,19 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--trust-key", key, "--data", dir}, "device_id:"},
-		{[]string{"--device-id", "a/b", "--trust-key", key, "--data", dir}, "device_id:"},
-		{[]string{"--device-id", "d", "--data", dir}, "trust_key:"},
-		{[]string{"--device-id", "d", "--trust-key", key, "--data", dir, "--tcp", "192.168.1.2:80"}, "tcp:"},
-		{[]string{"--device-id", "d", "--trust-key", filepath.Join(dir, "missing"), "--data", dir}, "trust_key:"},
-		{[]string{"--device-id", "d", "--trust-key", key, "extra"}, "unexpected arguments"},
+		{[]string{"--trust-root", key, "--data", dir}, "device_id:"},
+		{[]string{"--device-id", "a/b", "--trust-root", key, "--data", dir}, "device_id:"},
+		{[]string{"--device-id", "d", "--data", dir}, "trust_root:"},
+		{[]string{"--device-id", "d", "--trust-root", key, "--data", dir, "--tcp", "192.168.1.2:80"}, "tcp:"},
+		{[]string{"--device-id", "d", "--trust-root", filepath.Join(dir, "missing"), "--data", dir}, "trust_root:"},
+		{[]string{"--device-id", "d", "--trust-root", key, "extra"}, "unexpected arguments"},
 	}
 	for _, tt := range tests {
 		err := run(context.Background(), tt.args, io.Discard, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("run %v: %v, want error containing %q", tt.args, err, tt.want)
 		}
-		if strings.HasSuffix(tt.want, ":") && tt.want != "trust_key:" && !errors.Is(err, agent.ErrConfig) {
+		if strings.HasSuffix(tt.want, ":") && tt.want != "trust_root:" && !errors.Is(err, agent.ErrConfig) {
 			t.Errorf("run %v: %v does not wrap ErrConfig", tt.args, err)
 		}
 	}
