@@ -72,6 +72,7 @@ type Conv struct {
 	mTiles int
 	byN    bool // units are panels of output channels, not row tiles
 	nBlock int  // panels per cache block
+	direct bool // 1x1, stride 1, no padding: pixel i reads input row i
 }
 
 // NewConv packs filter ([OutC][KH][KW][InC], TFLite's OHWI) and the optional
@@ -103,6 +104,8 @@ func NewConv(p ConvParams, filter, bias []float32) (*Conv, error) {
 		}
 	}
 	c.m = p.Batches * p.OutH * p.OutW
+	c.direct = taps == 1 && p.StrideH == 1 && p.StrideW == 1 && p.PadH == 0 && p.PadW == 0 &&
+		p.OutH == p.InH && p.OutW == p.InW
 	c.mTiles = (c.m + tileM - 1) / tileM
 	// Few row tiles (the late, small feature maps with wide weights): split
 	// the work between threads by output channels instead, which balances
@@ -169,23 +172,42 @@ func (c *Conv) Run(x, y []float32, lo, hi int) {
 // for pixel r0+r. Rows past the last pixel repeat the last one.
 func (c *Conv) fillPointers(ptrs *[tileM * maxTaps]unsafe.Pointer, x, zero unsafe.Pointer, r0, rows int) {
 	p := &c.p
+	if c.direct {
+		// 1x1, stride 1, no padding: output pixel i reads input pixel i.
+		for r := 0; r < tileM; r++ {
+			ptrs[r] = unsafe.Add(x, (r0+min(r, rows-1))*p.InC*4)
+		}
+		return
+	}
 	hw := p.OutH * p.OutW
+	b, rem := r0/hw, r0%hw
+	oy, ox := rem/p.OutW, rem%p.OutW
 	for r := 0; r < tileM; r++ {
-		pix := r0 + min(r, rows-1)
-		b, rem := pix/hw, pix%hw
-		oy, ox := rem/p.OutW, rem%p.OutW
+		if r > 0 && r < rows {
+			// Step to the next output pixel.
+			if ox++; ox == p.OutW {
+				ox = 0
+				if oy++; oy == p.OutH {
+					oy = 0
+					b++
+				}
+			}
+		}
 		y0, x0 := oy*p.StrideH-p.PadH, ox*p.StrideW-p.PadW
-		t := 0
+		base := b * p.InH
+		t := r
 		for fy := 0; fy < p.KH; fy++ {
 			iy := y0 + fy*p.DilH
+			rowOK := iy >= 0 && iy < p.InH
+			rowOff := (base + iy) * p.InW
 			for fx := 0; fx < p.KW; fx++ {
 				ix := x0 + fx*p.DilW
 				ptr := zero
-				if iy >= 0 && iy < p.InH && ix >= 0 && ix < p.InW {
-					ptr = unsafe.Add(x, (((b*p.InH+iy)*p.InW+ix)*p.InC)*4)
+				if rowOK && ix >= 0 && ix < p.InW {
+					ptr = unsafe.Add(x, (rowOff+ix)*p.InC*4)
 				}
-				ptrs[t*tileM+r] = ptr
-				t++
+				ptrs[t] = ptr
+				t += tileM
 			}
 		}
 	}

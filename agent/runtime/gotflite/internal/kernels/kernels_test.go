@@ -104,6 +104,8 @@ var convCases = []struct {
 	{"1x1 tails in rows and columns", geometry(1, 5, 7, 13, 21, 1, 1, 1, false)},
 	{"1x1 exact tiles", geometry(1, 6, 4, 16, 32, 1, 1, 1, false)},
 	{"1x1 wide output", geometry(1, 2, 3, 8, 100, 1, 1, 1, false)},
+	{"1x1 stride 2", geometry(2, 7, 6, 5, 18, 1, 2, 1, false)},
+	{"1x1 same padding one batch after another", geometry(3, 5, 5, 4, 16, 1, 1, 1, true)},
 	{"3x3 same stride 1", geometry(1, 9, 11, 5, 17, 3, 1, 1, true)},
 	{"3x3 same stride 2 three channels", geometry(2, 15, 16, 3, 32, 3, 2, 1, true)},
 	{"3x3 valid", geometry(1, 8, 8, 7, 9, 3, 1, 1, false)},
