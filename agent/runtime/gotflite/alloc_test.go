@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
+	"sync"
 	"testing"
 
 	rt "github.com/starling-edge/starling/agent/runtime"
@@ -139,9 +139,9 @@ func TestRunIntoErrors(t *testing.T) {
 }
 
 // TestCloseStopsWorkers checks that a multi-threaded model's worker
-// goroutines end with Close.
+// goroutines exit by the time Close returns, idle or busy.
 func TestCloseStopsWorkers(t *testing.T) {
-	before := runtime.NumGoroutine()
+	before := liveWorkers.Load()
 	b, err := os.ReadFile(filepath.Join("..", "..", "..", "testdata", "models", "mobilenet_v2", "model.tflite"))
 	if err != nil {
 		t.Fatal(err)
@@ -151,17 +151,25 @@ func TestCloseStopsWorkers(t *testing.T) {
 		t.Fatal(err)
 	}
 	mm := m.(*model)
-	if _, err := m.Run(context.Background(), patternInputs(mm, 0)); err != nil {
-		t.Fatal(err)
+	// Two concurrent runs create both executors, three workers each.
+	var wg sync.WaitGroup
+	for i := 0; i < 2; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := m.Run(context.Background(), patternInputs(mm, 0)); err != nil {
+				t.Error(err)
+			}
+		}()
 	}
-	if during := runtime.NumGoroutine(); during < before+3 {
-		t.Fatalf("%d goroutines while loaded, want at least %d (3 workers)", during, before+3)
+	wg.Wait()
+	if live := liveWorkers.Load() - before; live < 3 || live > 6 {
+		t.Fatalf("%d workers while loaded, want 3 to 6", live)
 	}
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}
-	// Workers have exited when Close returns (stop waits for them).
-	if after := runtime.NumGoroutine(); after > before {
-		t.Fatalf("%d goroutines after Close, %d before Load", after, before)
+	if live := liveWorkers.Load() - before; live != 0 {
+		t.Fatalf("%d workers still running after Close", live)
 	}
 }

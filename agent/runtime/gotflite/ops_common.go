@@ -3,6 +3,7 @@ package gotflite
 import (
 	"math"
 	"sync"
+	"sync/atomic"
 )
 
 // Union type numbers of the BuiltinOptions table types used here
@@ -116,12 +117,17 @@ type workers struct {
 	done sync.WaitGroup // running worker goroutines
 }
 
+// liveWorkers counts worker goroutines that have not yet exited, for tests.
+var liveWorkers atomic.Int64
+
 func startWorkers(n int) *workers {
 	w := &workers{jobs: make(chan job, n)}
 	w.done.Add(n)
+	liveWorkers.Add(int64(n))
 	for i := 0; i < n; i++ {
 		go func() {
 			defer w.done.Done()
+			defer liveWorkers.Add(-1)
 			for j := range w.jobs {
 				j.k.rows(j.ex, j.lo, j.hi)
 				w.wg.Done()
