@@ -48,15 +48,16 @@ func (c *client) do(ctx context.Context, method, path string, body, out any) err
 	return c.send(req, out)
 }
 
-// pushModel uploads signed metadata and the artifact as multipart/form-data.
-func (c *client) pushModel(ctx context.Context, envelope, artifact []byte, out any) error {
+// pushModel uploads signed targets metadata, the new target's path and the
+// artifact as multipart/form-data.
+func (c *client) pushModel(ctx context.Context, targets []byte, path string, artifact []byte, out any) error {
 	var buf bytes.Buffer
 	mw := multipart.NewWriter(&buf)
-	mp, err := mw.CreateFormField("metadata")
-	if err != nil {
-		return err
+	for _, f := range []struct{ name, val string }{{"targets", string(targets)}, {"target", path}} {
+		if err := mw.WriteField(f.name, f.val); err != nil {
+			return err
+		}
 	}
-	mp.Write(envelope)
 	ap, err := mw.CreateFormFile("artifact", "artifact")
 	if err != nil {
 		return err
@@ -74,6 +75,13 @@ func (c *client) pushModel(ctx context.Context, envelope, artifact []byte, out a
 }
 
 func (c *client) send(req *http.Request, out any) error {
+	tok, err := apiToken()
+	if err != nil {
+		return err
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
 	resp, err := c.httpClient().Do(req)
 	if err != nil {
 		return fmt.Errorf("control plane unreachable at %s: %w", c.base, err)

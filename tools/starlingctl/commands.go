@@ -15,13 +15,8 @@ import (
 	"time"
 
 	"github.com/starling-edge/starling/shared/trust"
+	"github.com/starling-edge/starling/shared/trust/tuf"
 	"github.com/starling-edge/starling/shared/wire"
-)
-
-// Key file names inside the key directory.
-const (
-	releaseKeyFile = "release.key"
-	releasePubFile = "release.pub"
 )
 
 func defaultKeyDir() string {
@@ -61,43 +56,18 @@ func parse(fs *flag.FlagSet, args []string, max int) error {
 	return nil
 }
 
-func keysInit(args []string, out io.Writer) error {
-	fs := newFlags("keys init")
-	dir := fs.String("dir", defaultKeyDir(), "directory for the key pair (env STARLING_KEYS)")
-	if err := parse(fs, args, 0); err != nil {
-		return err
-	}
-	priv := filepath.Join(*dir, releaseKeyFile)
-	pub := filepath.Join(*dir, releasePubFile)
-	if _, err := os.Stat(priv); err == nil {
-		return fmt.Errorf("keys init: %s already exists; refusing to overwrite a signing key (move it away first)", priv)
-	}
-	if err := os.MkdirAll(*dir, 0o700); err != nil {
-		return fmt.Errorf("keys init: %w", err)
-	}
-	k, err := trust.GenerateKey()
-	if err != nil {
-		return err
-	}
-	if err := trust.WriteKeyFile(priv, k.PrivateFile(), 0o600); err != nil {
-		return fmt.Errorf("keys init: %w", err)
-	}
-	if err := trust.WriteKeyFile(pub, k.PublicFile(), 0o644); err != nil {
-		return fmt.Errorf("keys init: %w", err)
-	}
-	fmt.Fprintf(out, "release key %s\n  private: %s (keep offline)\n  public:  %s (install on devices as --trust-key)\n", k.ID[:16], priv, pub)
-	return nil
-}
-
 func modelPush(ctx context.Context, args []string, out io.Writer) error {
 	fs := newFlags("model push")
 	server := fs.String("server", defaultServer(), "control plane URL (env STARLING_SERVER)")
-	keyPath := fs.String("key", filepath.Join(defaultKeyDir(), releaseKeyFile), "release private key file")
+	dir := fs.String("dir", defaultKeyDir(), "key directory with root.json (env STARLING_KEYS)")
+	keyPath := fs.String("key", "", "targets private key file; default DIR/targets.key")
+	variant := fs.String("variant", "", "artifact variant (e.g. int8); default none")
+	minAgent := fs.String("min-agent-version", "", "oldest agent version that may run it")
 	name := fs.String("name", "", "model name (required)")
 	version := fs.String("version", "", "model version (required)")
 	file := fs.String("file", "", "model artifact file (required)")
 	format := fs.String("format", "", "artifact format; default from the file extension (.tflite -> tflite)")
-	expires := fs.Duration("expires", 90*24*time.Hour, "how long the signed metadata stays valid")
+	expires := fs.Duration("expires", tuf.DefaultTargetsExpiry, "how long the signed targets metadata stays valid")
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
@@ -115,6 +85,9 @@ func modelPush(ctx context.Context, args []string, out io.Writer) error {
 			return fmt.Errorf("%w: model push: cannot tell the format of %s; pass --format", errUsage, *file)
 		}
 	}
+	if *keyPath == "" {
+		*keyPath = filepath.Join(*dir, targetsKeyFile)
+	}
 	key, err := trust.ReadPrivateKey(*keyPath)
 	if err != nil {
 		return fmt.Errorf("model push: %w", err)
@@ -123,22 +96,28 @@ func modelPush(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("model push: %w", err)
 	}
-	now := time.Now().UTC().Truncate(time.Second)
-	env, err := trust.SignModel(trust.ModelMetadata{
-		Name: *name, Version: *version, Format: *format,
-		Digest: trust.Digest(art), Size: int64(len(art)),
-		Created: now, Expires: now.Add(*expires),
-	}, key)
+	c := &client{base: *server}
+	targets, err := currentTargets(ctx, c, *dir)
 	if err != nil {
 		return fmt.Errorf("model push: %w", err)
 	}
-	c := &client{base: *server}
+	path := tuf.ModelPath(*name, *version, *variant)
+	targets.Signed.Version++
+	targets.Signed.Expires = time.Now().Add(*expires).UTC().Truncate(time.Second)
+	if err := tuf.SetTarget(targets, path, int64(len(art)), trust.Digest(art), tuf.Custom{Kind: tuf.KindModel, Name: *name, Version: *version,
+		Variant: *variant, Format: *format, MinAgentVersion: *minAgent}); err != nil {
+		return fmt.Errorf("model push: %w", err)
+	}
+	signed, err := tuf.Sign(targets, key)
+	if err != nil {
+		return fmt.Errorf("model push: %w", err)
+	}
 	var res modelInfo
-	if err := c.pushModel(ctx, env, art, &res); err != nil {
+	if err := c.pushModel(ctx, signed, path, art, &res); err != nil {
 		return fmt.Errorf("model push %s:%s: %w", *name, *version, err)
 	}
-	fmt.Fprintf(out, "pushed %s:%s %s (%d bytes), signed by %s, expires %s\n",
-		res.Name, res.Version, res.Digest, res.Size, key.ID[:16], res.Expires.Format(time.RFC3339))
+	fmt.Fprintf(out, "pushed %s:%s %s (%d bytes) as target %s in targets version %d, signed by %.16s, expires %s\n",
+		res.Name, res.Version, res.Digest, res.Size, path, targets.Signed.Version, tuf.KeyID(key.Public()), res.Expires.Format(time.RFC3339))
 	return nil
 }
 

@@ -4,37 +4,78 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/starling-edge/starling/controlplane"
 	"github.com/starling-edge/starling/shared/trust"
+	"github.com/starling-edge/starling/shared/trust/tuf"
 )
 
-func TestKeysInit(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "keys")
-	var out bytes.Buffer
-	if err := run(context.Background(), []string{"keys", "init", "--dir", dir}, &out); err != nil {
-		t.Fatal(err)
-	}
-	k, err := trust.ReadPrivateKey(filepath.Join(dir, releaseKeyFile))
+func startControlPlane(t *testing.T) string {
+	t.Helper()
+	cp, err := controlplane.New(controlplane.Options{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, err := trust.ReadPublicKey(filepath.Join(dir, releasePubFile))
-	if err != nil || trust.KeyID(pub) != k.ID {
-		t.Fatalf("public key does not match: %v", err)
+	if err := cp.Start(context.Background()); err != nil {
+		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), k.ID[:16]) {
-		t.Fatalf("output does not name the key: %q", out.String())
+	t.Cleanup(func() { cp.Close() })
+	return "http://" + cp.HTTPAddr()
+}
+
+// TestKeysAndPush: keys init, model push, keys rotate (root, then
+// targets) and another push, against a real control plane.
+func TestKeysAndPush(t *testing.T) {
+	server := startControlPlane(t)
+	dir := filepath.Join(t.TempDir(), "keys")
+	ctl := func(args ...string) (string, error) {
+		var out bytes.Buffer
+		err := run(context.Background(), append(args, "--dir", dir, "--server", server), &out)
+		return out.String(), err
 	}
-	err = run(context.Background(), []string{"keys", "init", "--dir", dir}, &out)
-	if err == nil || !strings.Contains(err.Error(), "refusing to overwrite") {
+	out, err := ctl("keys", "init")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootKey, err := trust.ReadPrivateKey(filepath.Join(dir, rootKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, tuf.KeyID(rootKey.Public())[:16]) {
+		t.Fatalf("output does not name the root key: %q", out)
+	}
+	if _, err := ctl("keys", "init"); err == nil || !strings.Contains(err.Error(), "refusing to overwrite") {
 		t.Fatalf("second keys init: %v", err)
 	}
-	k2, _ := trust.ReadPrivateKey(filepath.Join(dir, releaseKeyFile))
-	if k2.ID != k.ID {
-		t.Fatal("key was replaced")
+	model := filepath.Join(t.TempDir(), "m.tflite")
+	os.WriteFile(model, []byte("model bytes"), 0o644)
+	if out, err := ctl("model", "push", "--name", "demo", "--version", "1", "--file", model); err != nil || !strings.Contains(out, "targets version 2") {
+		t.Fatalf("push: %v %q", err, out)
+	}
+	for _, role := range []string{"root", "targets"} {
+		if out, err := ctl("keys", "rotate", "--role", role); err != nil || !strings.Contains(out, role+" key rotated") {
+			t.Fatalf("rotate %s: %v %q", role, err, out)
+		}
+	}
+	root, _ := os.ReadFile(filepath.Join(dir, rootJSONFile))
+	if md, err := tuf.ParseRoot(root); err != nil || md.Signed.Version != 3 {
+		t.Fatalf("root.json after two rotations: %v", err)
+	}
+	if out, err := ctl("model", "push", "--name", "demo", "--version", "2", "--file", model+"x"); err == nil {
+		t.Fatalf("push of a missing file: %q", out)
+	}
+	os.WriteFile(model, []byte("model bytes 2"), 0o644)
+	if out, err := ctl("model", "push", "--name", "demo", "--version", "2", "--file", model); err != nil || !strings.Contains(out, "targets version 4") {
+		t.Fatalf("push after rotations: %v %q", err, out)
+	}
+	// A push signed with the retired targets key is refused by the control plane.
+	os.WriteFile(model, []byte("model bytes 3"), 0o644)
+	if _, err := ctl("model", "push", "--name", "demo", "--version", "3", "--file", model, "--key", filepath.Join(dir, targetsKeyFile+".old")); err == nil || !strings.Contains(err.Error(), "unknown-key") {
+		t.Fatalf("push with the old targets key: %v", err)
 	}
 }
 
