@@ -50,20 +50,20 @@ API=$(sed -n 's/^starling-control: api //p' "$work/control.log" | head -n1)
 BROKER=$(sed -n 's/^starling-control: mqtt //p' "$work/control.log" | head -n1)
 done_step
 
-step "create the operator's release key"
-"$BIN/starlingctl" keys init --dir "$work/keys" >/dev/null
+step "create the operator's offline TUF keys and root.json"
+ctl keys init --dir "$work/keys" >/dev/null
 done_step
 
 step "start agent $DEVICE"
 "$BIN/starling-agent" --device-id "$DEVICE" --broker "$BROKER" --data "$work/agent" \
-	--socket "$work/agent.sock" --trust-key "$work/keys/release.pub" >"$work/agent.log" 2>&1 &
+	--socket "$work/agent.sock" --trust-root "$work/keys/root.json" >"$work/agent.log" 2>&1 &
 pids+=($!)
 device_known() { ctl device list | grep -q "^$DEVICE .*online"; }
 wait_for device_known
 done_step
 
 step "sign and push model demo:1"
-ctl model push --key "$work/keys/release.key" --name demo --version 1 --file "$MODEL" >"$work/push.out"
+ctl model push --dir "$work/keys" --name demo --version 1 --file "$MODEL" >"$work/push.out"
 done_step
 
 step "assign demo:1 to $DEVICE"
