@@ -25,3 +25,24 @@ func dwAVX2(n int, ins, ws *unsafe.Pointer, taps, step, ch int, bias, out *float
 //
 //go:noescape
 func dotAVX2(a, b *float32, n int) float32
+
+// qtileAVX2 is qtile's assembly version; lda is in bytes, kp counts pairs.
+//
+//go:noescape
+func qtileAVX2(a *int16, lda, kp int, w *int16, rq *rqBlock, c *int8, ldc int)
+
+// dwI8AVX2 is the vector part of DepthwiseInt8.pixels over channels
+// [0, ch), ch a multiple of 8.
+//
+//go:noescape
+func dwI8AVX2(n int, ins, ws *unsafe.Pointer, taps, step, ch int, bias *int32, rq *rqBlock, out *int8, outStep int)
+
+// widenAVX2 sets dst[i] = src[i] + off for n (a multiple of 16) values.
+//
+//go:noescape
+func widenAVX2(dst *int16, src *int8, n int, off int32)
+
+// dotI16AVX2 returns the int32 dot product of n (a multiple of 16) int16s.
+//
+//go:noescape
+func dotI16AVX2(a, b *int16, n int) int32

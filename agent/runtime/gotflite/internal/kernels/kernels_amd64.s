@@ -289,3 +289,283 @@ ret:
 	VMOVSS X0, ret+24(FP)
 	VZEROUPPER
 	RET
+
+// REQUANT applies one rqBlock (at base register B) to the eight int32
+// sums in X (bias already added), leaving the clamped outputs in X as
+// int32s; T1-T3 are scratch. Offsets are rqBlock's fields: mult 32,
+// left 64, right 96, mask 128, half 160, zero 192, lo 224, hi 256,
+// nudge 288.
+//
+// The doubling high multiply is floor((x*m + 2^30) / 2^31), which equals
+// the reference's round-half-away-from-zero form for both signs; the low
+// 32 bits of a logical 64-bit shift are those of the arithmetic one.
+#define REQUANT(X, B, T1, T2, T3) \
+	VPSLLVD  64(B), X, X; \
+	VPMULDQ  32(B), X, T1; \
+	VPSRLQ   $32, X, T2; \
+	VPSRLQ   $32, 32(B), T3; \
+	VPMULDQ  T3, T2, T2; \
+	VPADDQ   288(B), T1, T1; \
+	VPADDQ   288(B), T2, T2; \
+	VPSRLQ   $31, T1, T1; \
+	VPSRLQ   $31, T2, T2; \
+	VPSLLQ   $32, T2, T2; \
+	VPBLENDD $0xAA, T2, T1, X; \
+	VPAND    128(B), X, T1; \
+	VPSRAD   $31, X, T2; \
+	VPADDD   T2, T1, T1; \
+	VPCMPGTD 160(B), T1, T1; \
+	VPSRAVD  96(B), X, X; \
+	VPSUBD   T1, X, X; \
+	VPADDD   192(B), X, X; \
+	VPMAXSD  224(B), X, X; \
+	VPMINSD  256(B), X, X
+
+// PACK16 packs the 16 int32s of LO (channels 0-7) and HI (8-15), already
+// in int8 range, into the low 16 bytes of LO; X names LO's XMM half and
+// TX a scratch XMM register.
+#define PACK16(LO, HI, X, TY, TX) \
+	VPACKSSDW    HI, LO, LO; \
+	VPERMQ       $0xD8, LO, LO; \
+	VEXTRACTI128 $1, LO, TX; \
+	VPACKSSWB    TX, X, X
+
+// func qtileAVX2(a *int16, lda, kp int, w *int16, rq *rqBlock, c *int8, ldc int)
+//
+// A 4x16 int8 tile: rows of a are pairs of int16 inputs broadcast as one
+// dword; w holds, per pair, 16 channels x 2 int16 weights. Row r's sums
+// are in Y(2r) (channels 0-7) and Y(2r+1) (8-15).
+TEXT ·qtileAVX2(SB), NOSPLIT, $0-56
+	MOVQ    a+0(FP), R8
+	MOVQ    lda+8(FP), AX
+	LEAQ    (R8)(AX*1), R9
+	LEAQ    (R9)(AX*1), R10
+	LEAQ    (R10)(AX*1), R11
+	MOVQ    kp+16(FP), CX
+	MOVQ    w+24(FP), SI
+	MOVQ    rq+32(FP), DX
+	LEAQ    320(DX), DI
+	VMOVDQU (DX), Y0
+	VMOVDQU (DI), Y1
+	VMOVDQA Y0, Y2
+	VMOVDQA Y1, Y3
+	VMOVDQA Y0, Y4
+	VMOVDQA Y1, Y5
+	VMOVDQA Y0, Y6
+	VMOVDQA Y1, Y7
+	XORQ    BX, BX
+
+qloop:
+	VMOVDQU      (SI), Y8
+	VMOVDQU      32(SI), Y9
+	VPBROADCASTD (R8)(BX*4), Y10
+	VPBROADCASTD (R9)(BX*4), Y13
+	VPMADDWD     Y10, Y8, Y11
+	VPMADDWD     Y10, Y9, Y12
+	VPMADDWD     Y13, Y8, Y14
+	VPMADDWD     Y13, Y9, Y15
+	VPADDD       Y11, Y0, Y0
+	VPADDD       Y12, Y1, Y1
+	VPADDD       Y14, Y2, Y2
+	VPADDD       Y15, Y3, Y3
+	VPBROADCASTD (R10)(BX*4), Y10
+	VPBROADCASTD (R11)(BX*4), Y13
+	VPMADDWD     Y10, Y8, Y11
+	VPMADDWD     Y10, Y9, Y12
+	VPMADDWD     Y13, Y8, Y14
+	VPMADDWD     Y13, Y9, Y15
+	VPADDD       Y11, Y4, Y4
+	VPADDD       Y12, Y5, Y5
+	VPADDD       Y14, Y6, Y6
+	VPADDD       Y15, Y7, Y7
+	ADDQ         $64, SI
+	INCQ         BX
+	DECQ         CX
+	JNZ          qloop
+
+	REQUANT(Y0, DX, Y8, Y9, Y10)
+	REQUANT(Y1, DI, Y8, Y9, Y10)
+	REQUANT(Y2, DX, Y8, Y9, Y10)
+	REQUANT(Y3, DI, Y8, Y9, Y10)
+	REQUANT(Y4, DX, Y8, Y9, Y10)
+	REQUANT(Y5, DI, Y8, Y9, Y10)
+	REQUANT(Y6, DX, Y8, Y9, Y10)
+	REQUANT(Y7, DI, Y8, Y9, Y10)
+
+	MOVQ    c+40(FP), R8
+	MOVQ    ldc+48(FP), AX
+	PACK16(Y0, Y1, X0, Y8, X8)
+	VMOVDQU X0, (R8)
+	ADDQ    AX, R8
+	PACK16(Y2, Y3, X2, Y8, X8)
+	VMOVDQU X2, (R8)
+	ADDQ    AX, R8
+	PACK16(Y4, Y5, X4, Y8, X8)
+	VMOVDQU X4, (R8)
+	ADDQ    AX, R8
+	PACK16(Y6, Y7, X6, Y8, X8)
+	VMOVDQU X6, (R8)
+	VZEROUPPER
+	RET
+
+// func dwI8AVX2(n int, ins, ws *unsafe.Pointer, taps, step, ch int, bias *int32, rq *rqBlock, out *int8, outStep int)
+//
+// Inputs are sign-extended to int32 lanes and multiplied with VPMADDWD
+// against weights stored as int32 lanes with the weight in the low 16
+// bits and zero above, so each lane is exactly input x weight.
+TEXT ·dwI8AVX2(SB), NOSPLIT, $0-80
+	MOVQ  n+0(FP), CX
+	MOVQ  out+64(FP), R10
+	XORQ  R9, R9
+	TESTQ CX, CX
+	JZ    dwdone
+
+dwpixel:
+	XORQ BX, BX
+	MOVQ rq+56(FP), R11
+
+dwc16:
+	MOVQ    ch+40(FP), AX
+	SUBQ    BX, AX
+	CMPQ    AX, $16
+	JLT     dwc8
+	MOVQ    bias+48(FP), DX
+	VMOVDQU (DX)(BX*4), Y0
+	VMOVDQU 32(DX)(BX*4), Y1
+	MOVQ    ins+8(FP), SI
+	MOVQ    ws+16(FP), DI
+	MOVQ    taps+24(FP), DX
+	TESTQ   DX, DX
+	JZ      dwrq16
+
+dwtap16:
+	MOVQ      (SI), R12
+	ADDQ      R9, R12
+	MOVQ      (DI), R13
+	VPMOVSXBD (R12)(BX*1), Y2
+	VPMOVSXBD 8(R12)(BX*1), Y3
+	VPMADDWD  (R13)(BX*4), Y2, Y2
+	VPMADDWD  32(R13)(BX*4), Y3, Y3
+	VPADDD    Y2, Y0, Y0
+	VPADDD    Y3, Y1, Y1
+	ADDQ      $8, SI
+	ADDQ      $8, DI
+	DECQ      DX
+	JNZ       dwtap16
+
+dwrq16:
+	LEAQ    320(R11), R13
+	REQUANT(Y0, R11, Y4, Y5, Y6)
+	REQUANT(Y1, R13, Y4, Y5, Y6)
+	PACK16(Y0, Y1, X0, Y4, X4)
+	VMOVDQU X0, (R10)(BX*1)
+	ADDQ    $16, BX
+	ADDQ    $640, R11
+	JMP     dwc16
+
+dwc8:
+	CMPQ    AX, $8
+	JLT     dwnext
+	MOVQ    bias+48(FP), DX
+	VMOVDQU (DX)(BX*4), Y0
+	MOVQ    ins+8(FP), SI
+	MOVQ    ws+16(FP), DI
+	MOVQ    taps+24(FP), DX
+	TESTQ   DX, DX
+	JZ      dwrq8
+
+dwtap8:
+	MOVQ      (SI), R12
+	ADDQ      R9, R12
+	MOVQ      (DI), R13
+	VPMOVSXBD (R12)(BX*1), Y2
+	VPMADDWD  (R13)(BX*4), Y2, Y2
+	VPADDD    Y2, Y0, Y0
+	ADDQ      $8, SI
+	ADDQ      $8, DI
+	DECQ      DX
+	JNZ       dwtap8
+
+dwrq8:
+	REQUANT(Y0, R11, Y4, Y5, Y6)
+	VPACKSSDW Y0, Y0, Y0
+	VPERMQ    $0xD8, Y0, Y0
+	VPACKSSWB X0, X0, X0
+	VMOVQ     X0, (R10)(BX*1)
+	ADDQ      $8, BX
+	ADDQ      $320, R11
+	JMP       dwc16
+
+dwnext:
+	ADDQ step+32(FP), R9
+	ADDQ outStep+72(FP), R10
+	DECQ CX
+	JNZ  dwpixel
+
+dwdone:
+	VZEROUPPER
+	RET
+
+// func widenAVX2(dst *int16, src *int8, n int, off int32)
+// n is a positive multiple of 16.
+TEXT ·widenAVX2(SB), NOSPLIT, $0-28
+	MOVQ         dst+0(FP), DI
+	MOVQ         src+8(FP), SI
+	MOVQ         n+16(FP), CX
+	MOVL         off+24(FP), AX
+	VMOVD        AX, X1
+	VPBROADCASTW X1, Y1
+
+wloop:
+	VPMOVSXBW (SI), Y0
+	VPADDW    Y1, Y0, Y0
+	VMOVDQU   Y0, (DI)
+	ADDQ      $16, SI
+	ADDQ      $32, DI
+	SUBQ      $16, CX
+	JNZ       wloop
+	VZEROUPPER
+	RET
+
+// func dotI16AVX2(a, b *int16, n int) int32
+// n is a positive multiple of 16.
+TEXT ·dotI16AVX2(SB), NOSPLIT, $0-28
+	MOVQ  a+0(FP), SI
+	MOVQ  b+8(FP), DI
+	MOVQ  n+16(FP), CX
+	VPXOR Y0, Y0, Y0
+	VPXOR Y1, Y1, Y1
+
+d32:
+	CMPQ     CX, $32
+	JLT      d16
+	VMOVDQU  (SI), Y2
+	VMOVDQU  32(SI), Y3
+	VPMADDWD (DI), Y2, Y2
+	VPMADDWD 32(DI), Y3, Y3
+	VPADDD   Y2, Y0, Y0
+	VPADDD   Y3, Y1, Y1
+	ADDQ     $64, SI
+	ADDQ     $64, DI
+	SUBQ     $32, CX
+	JMP      d32
+
+d16:
+	TESTQ    CX, CX
+	JZ       dsum
+	VMOVDQU  (SI), Y2
+	VPMADDWD (DI), Y2, Y2
+	VPADDD   Y2, Y0, Y0
+
+dsum:
+	VPADDD       Y1, Y0, Y0
+	VEXTRACTI128 $1, Y0, X1
+	VPADDD       X1, X0, X0
+	VPSHUFD      $0x4E, X0, X1
+	VPADDD       X1, X0, X0
+	VPSHUFD      $0xB1, X0, X1
+	VPADDD       X1, X0, X0
+	VMOVD        X0, AX
+	MOVL         AX, ret+24(FP)
+	VZEROUPPER
+	RET

@@ -16,3 +16,15 @@ func dwAVX2(n int, ins, ws *unsafe.Pointer, taps, step, ch int, bias, out *float
 }
 
 func dotAVX2(a, b *float32, n int) float32 { panic("kernels: no AVX2 on this architecture") }
+
+func qtileAVX2(a *int16, lda, kp int, w *int16, rq *rqBlock, c *int8, ldc int) {
+	panic("kernels: no AVX2 on this architecture")
+}
+
+func dwI8AVX2(n int, ins, ws *unsafe.Pointer, taps, step, ch int, bias *int32, rq *rqBlock, out *int8, outStep int) {
+	panic("kernels: no AVX2 on this architecture")
+}
+
+func widenAVX2(dst *int16, src *int8, n int, off int32) { panic("kernels: no AVX2 on this architecture") }
+
+func dotI16AVX2(a, b *int16, n int) int32 { panic("kernels: no AVX2 on this architecture") }

@@ -1,0 +1,485 @@
+package kernels
+
+import (
+	"fmt"
+	"unsafe"
+)
+
+// The int8 plans compute exactly what TFLite's reference integer kernels
+// compute: int32 sums of int8 weights times (input - input zero point),
+// plus the bias, through Requant. Integer sums are exact in any order, so
+// the vector and portable paths agree bit for bit.
+
+// The int8 GEMM tile: qTileM output pixels by tileN output channels.
+const qTileM = 4
+
+// maxQRow bounds the gathered (widened) input row of one output pixel,
+// taps times channels rounded up to even: the tile keeps qTileM of them on
+// the stack.
+const maxQRow = 4096
+
+// ConvInt8 is a prepared int8 CONV_2D. For each tile of output pixels it
+// gathers the pixels' input windows, widened to int16 with the input zero
+// point taken off (a padded tap reads as zero), and multiplies them with
+// the packed int16 weights: pairs of input channels, as VPMADDWD takes them.
+type ConvInt8 struct {
+	p      ConvParams
+	inOff  int32
+	taps   int
+	kpad   int // InC rounded up to even
+	kt     int // taps * kpad
+	panels int
+	packed []int16 // [panel][kt/2][tileN][2]
+	rq     []rqBlock
+	m      int
+	mTiles int
+	byN    bool
+	nBlock int
+}
+
+// NewConvInt8 packs filter ([OutC][KH][KW][InC] int8, zero point 0 as
+// TFLite's int8 scheme requires) and bias (OutC int32s, nil for none).
+// inZero is the input's zero point.
+func NewConvInt8(p ConvParams, inZero int32, filter []int8, bias []int32, rq Requant) (*ConvInt8, error) {
+	if err := p.check(); err != nil {
+		return nil, err
+	}
+	if err := rq.check(p.OutC); err != nil {
+		return nil, err
+	}
+	taps := p.KH * p.KW
+	if len(filter) != p.OutC*taps*p.InC {
+		return nil, fmt.Errorf("%w: filter of %d values, want %d", ErrGeometry, len(filter), p.OutC*taps*p.InC)
+	}
+	if bias != nil && len(bias) != p.OutC {
+		return nil, fmt.Errorf("%w: bias of %d values, want %d", ErrGeometry, len(bias), p.OutC)
+	}
+	if inZero < -128 || inZero > 127 {
+		return nil, fmt.Errorf("%w: input zero point %d", ErrGeometry, inZero)
+	}
+	c := &ConvInt8{p: p, inOff: -inZero, taps: taps, kpad: (p.InC + 1) &^ 1}
+	c.kt = taps * c.kpad
+	if c.kt > maxQRow {
+		return nil, fmt.Errorf("%w: window of %d taps x %d channels is over %d", ErrGeometry, taps, p.InC, maxQRow)
+	}
+	c.panels = (p.OutC + tileN - 1) / tileN
+	c.packed = make([]int16, c.panels*c.kt*tileN)
+	for oc := 0; oc < p.OutC; oc++ {
+		pn, j := oc/tileN, oc%tileN
+		for t := 0; t < taps; t++ {
+			for ci := 0; ci < p.InC; ci++ {
+				k := t*c.kpad + ci
+				c.packed[((pn*c.kt/2+k/2)*tileN+j)*2+k%2] = int16(filter[(oc*taps+t)*p.InC+ci])
+			}
+		}
+	}
+	c.rq = makeBlocks(&rq, bias, 2*c.panels)
+	c.m = p.Batches * p.OutH * p.OutW
+	c.mTiles = (c.m + qTileM - 1) / qTileM
+	c.byN = c.mTiles < 32 && c.panels > c.mTiles
+	c.nBlock = max(1, blockBytes/(c.kt*tileN*2))
+	return c, nil
+}
+
+// Units is the number of independent work units; Run takes a range.
+func (c *ConvInt8) Units() int {
+	if c.byN {
+		return c.panels
+	}
+	return c.mTiles
+}
+
+// Work is the number of multiply-adds of one whole run.
+func (c *ConvInt8) Work() int64 { return int64(c.m) * int64(c.p.OutC) * int64(c.taps*c.p.InC) }
+
+// Run computes units [lo, hi) of the convolution of x into y (NHWC, the
+// plan's sizes). Disjoint ranges may run concurrently. It allocates nothing.
+func (c *ConvInt8) Run(x, y []int8, lo, hi int) {
+	p := &c.p
+	if len(x) < p.inLen() || len(y) < p.outLen() || lo < 0 || hi > c.Units() {
+		panic(fmt.Sprintf("kernels: ConvInt8.Run with %d inputs, %d outputs, units [%d, %d) of %d", len(x), len(y), lo, hi, c.Units()))
+	}
+	t0, t1, p0, p1 := lo, hi, 0, c.panels
+	if c.byN {
+		t0, t1, p0, p1 = 0, c.mTiles, lo, hi
+	}
+	var a [qTileM * maxQRow]int16
+	var tmp [qTileM * tileN]int8
+	oc := p.OutC
+	for b0 := p0; b0 < p1; b0 += c.nBlock {
+		b1 := min(b0+c.nBlock, p1)
+		for t := t0; t < t1; t++ {
+			r0 := t * qTileM
+			rows := min(qTileM, c.m-r0)
+			c.gather(&a, x, r0, rows)
+			for pn := b0; pn < b1; pn++ {
+				w := c.packed[pn*c.kt*tileN:][:c.kt*tileN]
+				rq := c.rq[2*pn:][:2]
+				cols := min(tileN, oc-pn*tileN)
+				if rows == qTileM && cols == tileN {
+					qtile(&a, c.kt, w, rq, y[r0*oc+pn*tileN:], oc)
+					continue
+				}
+				qtile(&a, c.kt, w, rq, tmp[:], tileN)
+				for r := 0; r < rows; r++ {
+					copy(y[(r0+r)*oc+pn*tileN:][:cols], tmp[r*tileN:][:cols])
+				}
+			}
+		}
+	}
+}
+
+// gather writes the widened input windows of output pixels r0 to
+// r0+rows-1 into rows of a (kt int16s each, row r at r*kt); rows past the
+// last pixel repeat it.
+func (c *ConvInt8) gather(a *[qTileM * maxQRow]int16, x []int8, r0, rows int) {
+	p := &c.p
+	hw := p.OutH * p.OutW
+	b, rem := r0/hw, r0%hw
+	oy, ox := rem/p.OutW, rem%p.OutW
+	for r := 0; r < qTileM; r++ {
+		row := a[r*c.kt:][:c.kt]
+		if r >= rows {
+			copy(row, a[(rows-1)*c.kt:][:c.kt])
+			continue
+		}
+		if r > 0 {
+			if ox++; ox == p.OutW {
+				ox = 0
+				if oy++; oy == p.OutH {
+					oy = 0
+					b++
+				}
+			}
+		}
+		y0, x0 := oy*p.StrideH-p.PadH, ox*p.StrideW-p.PadW
+		seg := row
+		for fy := 0; fy < p.KH; fy++ {
+			iy := y0 + fy*p.DilH
+			for fx := 0; fx < p.KW; fx++ {
+				ix := x0 + fx*p.DilW
+				s := seg[:c.kpad]
+				seg = seg[c.kpad:]
+				if iy < 0 || iy >= p.InH || ix < 0 || ix >= p.InW {
+					clear(s)
+					continue
+				}
+				widen(s[:p.InC], x[((b*p.InH+iy)*p.InW+ix)*p.InC:][:p.InC], c.inOff)
+				if p.InC < c.kpad {
+					s[p.InC] = 0
+				}
+			}
+		}
+	}
+}
+
+// widen sets dst[i] = src[i] + off.
+func widen(dst []int16, src []int8, off int32) {
+	src = src[:len(dst)]
+	i := 0
+	if haveAVX2 && len(dst) >= 16 {
+		i = len(dst) &^ 15
+		widenAVX2(&dst[0], &src[0], i, off)
+	}
+	for ; i < len(dst); i++ {
+		dst[i] = int16(int32(src[i]) + off)
+	}
+}
+
+// qtile computes one qTileM x tileN block of int8 outputs from rows of a
+// (kt int16s each) and the panel's weights w, into c with row stride ldc.
+func qtile(a *[qTileM * maxQRow]int16, kt int, w []int16, rq []rqBlock, c []int8, ldc int) {
+	_ = w[kt*tileN-1]
+	_ = rq[1]
+	_ = c[(qTileM-1)*ldc+tileN-1]
+	if haveAVX2 {
+		qtileAVX2(&a[0], kt*2, kt/2, &w[0], &rq[0], &c[0], ldc)
+		return
+	}
+	qtileGo(a, kt, w, rq, c, ldc)
+}
+
+// qtileGo is the portable int8 tile kernel.
+func qtileGo(a *[qTileM * maxQRow]int16, kt int, w []int16, rq []rqBlock, c []int8, ldc int) {
+	for r := 0; r < qTileM; r++ {
+		row := a[r*kt:][:kt]
+		var acc [tileN]int32
+		for j := range acc {
+			acc[j] = rq[j/8].bias[j%8]
+		}
+		for k := 0; k+1 < kt; k += 2 {
+			a0, a1 := int32(row[k]), int32(row[k+1])
+			wk := w[k*tileN:][:2*tileN]
+			for j := range acc {
+				acc[j] += int32(wk[2*j])*a0 + int32(wk[2*j+1])*a1
+			}
+		}
+		out := c[r*ldc:][:tileN]
+		for j, v := range acc {
+			out[j] = requantGo(v, &rq[j/8], j%8)
+		}
+	}
+}
+
+// DepthwiseInt8 is a prepared int8 DEPTHWISE_CONV_2D with a depth
+// multiplier of 1. The input zero point's share of each sum, which depends
+// only on which taps fall inside the input, is folded into the bias: once
+// for interior rows, per row near the top and bottom edges.
+type DepthwiseInt8 struct {
+	p     ConvParams
+	inOff int32
+	taps  int
+	cpad  int       // channels rounded up to 8
+	w     []int32   // [tap][cpad], the weight in the low 16 bits
+	w8    []int8    // [tap][C], for the portable path
+	bias  []int32   // cpad
+	rq    []rqBlock // cpad/8
+	// Interior output columns [oxA, oxB): every horizontal tap inside.
+	oxA, oxB int
+}
+
+// maxQChannels bounds DepthwiseInt8's per-row bias on the stack.
+const maxQChannels = 4096
+
+// NewDepthwiseInt8 copies filter ([1][KH][KW][C] int8) and bias (C int32s,
+// nil for none) into a plan; inZero is the input's zero point.
+func NewDepthwiseInt8(p ConvParams, inZero int32, filter []int8, bias []int32, rq Requant) (*DepthwiseInt8, error) {
+	if err := p.check(); err != nil {
+		return nil, err
+	}
+	if p.InC != p.OutC {
+		return nil, fmt.Errorf("%w: depth multiplier %d/%d, want 1", ErrGeometry, p.OutC, p.InC)
+	}
+	if err := rq.check(p.OutC); err != nil {
+		return nil, err
+	}
+	taps, ch := p.KH*p.KW, p.OutC
+	if len(filter) != taps*ch {
+		return nil, fmt.Errorf("%w: filter of %d values, want %d", ErrGeometry, len(filter), taps*ch)
+	}
+	if bias != nil && len(bias) != ch {
+		return nil, fmt.Errorf("%w: bias of %d values, want %d", ErrGeometry, len(bias), ch)
+	}
+	if ch > maxQChannels {
+		return nil, fmt.Errorf("%w: %d channels is over %d", ErrGeometry, ch, maxQChannels)
+	}
+	if inZero < -128 || inZero > 127 {
+		return nil, fmt.Errorf("%w: input zero point %d", ErrGeometry, inZero)
+	}
+	d := &DepthwiseInt8{p: p, inOff: -inZero, taps: taps, cpad: (ch + 7) &^ 7}
+	d.w = make([]int32, taps*d.cpad)
+	d.w8 = append([]int8(nil), filter...)
+	for t := 0; t < taps; t++ {
+		for c := 0; c < ch; c++ {
+			d.w[t*d.cpad+c] = int32(uint16(int16(filter[t*ch+c])))
+		}
+	}
+	d.bias = make([]int32, d.cpad)
+	copy(d.bias, bias)
+	d.rq = makeBlocks(&rq, nil, d.cpad/8)
+	d.oxA = min(p.OutW, (p.PadW+p.StrideW-1)/p.StrideW)
+	last := p.InW - 1 - (p.KW-1)*p.DilW + p.PadW
+	if last >= 0 {
+		d.oxB = min(p.OutW, last/p.StrideW+1)
+	}
+	d.oxB = max(d.oxB, d.oxA)
+	return d, nil
+}
+
+// Units is the number of output rows (batches times output height).
+func (d *DepthwiseInt8) Units() int { return d.p.Batches * d.p.OutH }
+
+// Work is the number of multiply-adds of one whole run.
+func (d *DepthwiseInt8) Work() int64 {
+	return int64(d.p.Batches*d.p.OutH*d.p.OutW) * int64(d.p.OutC) * int64(d.taps)
+}
+
+// Run computes output rows [lo, hi) of the depthwise convolution of x into
+// y. Disjoint ranges may run concurrently. It allocates nothing.
+func (d *DepthwiseInt8) Run(x, y []int8, lo, hi int) {
+	p := &d.p
+	if len(x) < p.inLen() || len(y) < p.outLen() || lo < 0 || hi > d.Units() {
+		panic(fmt.Sprintf("kernels: DepthwiseInt8.Run with %d inputs, %d outputs, rows [%d, %d) of %d", len(x), len(y), lo, hi, d.Units()))
+	}
+	var ins, ws [maxTaps]unsafe.Pointer
+	var tapIdx [maxTaps]int
+	var bias [maxQChannels]int32
+	xb := unsafe.Pointer(unsafe.SliceData(x))
+	wb := unsafe.Pointer(unsafe.SliceData(d.w))
+	ch := p.OutC
+	for r := lo; r < hi; r++ {
+		b, oy := r/p.OutH, r%p.OutH
+		y0 := oy*p.StrideH - p.PadH
+		row := y[r*p.OutW*ch:][:p.OutW*ch]
+		if d.oxB > d.oxA {
+			x0 := d.oxA*p.StrideW - p.PadW
+			n := 0
+			for fy := 0; fy < p.KH; fy++ {
+				iy := y0 + fy*p.DilH
+				if iy < 0 || iy >= p.InH {
+					continue
+				}
+				for fx := 0; fx < p.KW; fx++ {
+					t := fy*p.KW + fx
+					ins[n] = unsafe.Add(xb, ((b*p.InH+iy)*p.InW+x0+fx*p.DilW)*ch)
+					ws[n] = unsafe.Add(wb, t*d.cpad*4)
+					tapIdx[n] = t
+					n++
+				}
+			}
+			d.foldBias(bias[:d.cpad], tapIdx[:n])
+			d.pixels(d.oxB-d.oxA, &ins, &ws, tapIdx[:n], p.StrideW*ch, bias[:d.cpad], row[d.oxA*ch:])
+		}
+		for ox := 0; ox < p.OutW; ox++ {
+			if ox == d.oxA && d.oxB > d.oxA {
+				ox = d.oxB - 1
+				continue
+			}
+			x0 := ox*p.StrideW - p.PadW
+			n := 0
+			for fy := 0; fy < p.KH; fy++ {
+				iy := y0 + fy*p.DilH
+				if iy < 0 || iy >= p.InH {
+					continue
+				}
+				for fx := 0; fx < p.KW; fx++ {
+					ix := x0 + fx*p.DilW
+					if ix < 0 || ix >= p.InW {
+						continue
+					}
+					t := fy*p.KW + fx
+					ins[n] = unsafe.Add(xb, ((b*p.InH+iy)*p.InW+ix)*ch)
+					ws[n] = unsafe.Add(wb, t*d.cpad*4)
+					tapIdx[n] = t
+					n++
+				}
+			}
+			d.foldBias(bias[:d.cpad], tapIdx[:n])
+			d.pixels(1, &ins, &ws, tapIdx[:n], 0, bias[:d.cpad], row[ox*ch:])
+		}
+	}
+}
+
+// foldBias sets bias[c] = the model's bias + inOff * the sum of the
+// weights of the given taps.
+func (d *DepthwiseInt8) foldBias(bias []int32, taps []int) {
+	copy(bias, d.bias)
+	for _, t := range taps {
+		w := d.w8[t*d.p.OutC:][:d.p.OutC]
+		for c, v := range w {
+			bias[c] += d.inOff * int32(v)
+		}
+	}
+}
+
+// pixels computes n output pixels, pixel i reading tap k's channels at
+// ins[k] + i*step bytes.
+func (d *DepthwiseInt8) pixels(n int, ins, ws *[maxTaps]unsafe.Pointer, taps []int, step int, bias []int32, out []int8) {
+	ch := d.p.OutC
+	_ = out[(n-1)*ch+ch-1]
+	vec := 0
+	if haveAVX2 {
+		vec = ch &^ 7
+		if vec > 0 {
+			dwI8AVX2(n, &ins[0], &ws[0], len(taps), step, vec, &bias[0], &d.rq[0], &out[0], ch)
+		}
+	}
+	if vec == ch {
+		return
+	}
+	for i := 0; i < n; i++ {
+		o := out[i*ch:][:ch]
+		for c := vec; c < ch; c++ {
+			acc := bias[c]
+			for k, t := range taps {
+				in := unsafe.Slice((*int8)(unsafe.Add(ins[k], i*step)), ch)
+				acc += int32(in[c]) * int32(d.w8[t*ch+c])
+			}
+			o[c] = requantGo(acc, &d.rq[c/8], c%8)
+		}
+	}
+}
+
+// FullyConnectedInt8 is a prepared int8 FULLY_CONNECTED: each batch row of
+// the input is widened once (zero point taken off), and each unit is an
+// int16 dot product with its widened weights.
+type FullyConnectedInt8 struct {
+	units, depth, dpad int
+	inOff              int32
+	w                  []int16 // [units][dpad], weight - weight zero point
+	rq                 []rqBlock
+}
+
+// maxQDepth bounds FullyConnectedInt8's widened input row on the stack.
+const maxQDepth = 16384
+
+// NewFullyConnectedInt8 prepares weights w ([units][depth] int8 with zero
+// point wZero) and bias (units int32s, nil for none) for an input with zero
+// point inZero.
+func NewFullyConnectedInt8(units, depth int, inZero, wZero int32, w []int8, bias []int32, rq Requant) (*FullyConnectedInt8, error) {
+	if units < 1 || depth < 1 || len(w) != units*depth {
+		return nil, fmt.Errorf("%w: %d units of depth %d with %d weights", ErrGeometry, units, depth, len(w))
+	}
+	if depth > maxQDepth {
+		return nil, fmt.Errorf("%w: depth %d is over %d", ErrGeometry, depth, maxQDepth)
+	}
+	if bias != nil && len(bias) != units {
+		return nil, fmt.Errorf("%w: bias of %d values, want %d", ErrGeometry, len(bias), units)
+	}
+	if err := rq.check(units); err != nil {
+		return nil, err
+	}
+	if inZero < -128 || inZero > 127 || wZero < -128 || wZero > 127 {
+		return nil, fmt.Errorf("%w: zero points %d and %d", ErrGeometry, inZero, wZero)
+	}
+	f := &FullyConnectedInt8{units: units, depth: depth, dpad: (depth + 15) &^ 15, inOff: -inZero}
+	f.w = make([]int16, units*f.dpad)
+	for u := 0; u < units; u++ {
+		for k := 0; k < depth; k++ {
+			f.w[u*f.dpad+k] = int16(int32(w[u*depth+k]) - wZero)
+		}
+	}
+	f.rq = makeBlocks(&rq, bias, 0)
+	return f, nil
+}
+
+// Units is the number of output units.
+func (f *FullyConnectedInt8) Units() int { return f.units }
+
+// Work is the number of multiply-adds per batch row.
+func (f *FullyConnectedInt8) Work() int64 { return int64(f.units) * int64(f.depth) }
+
+// Run computes units [lo, hi) of every batch row of x (len(x)/depth rows)
+// into y. Disjoint ranges may run concurrently. It allocates nothing.
+func (f *FullyConnectedInt8) Run(x, y []int8, lo, hi int) {
+	batches := len(x) / f.depth
+	if len(x)%f.depth != 0 || len(y) < batches*f.units || lo < 0 || hi > f.units {
+		panic(fmt.Sprintf("kernels: FullyConnectedInt8.Run with %d inputs, %d outputs, units [%d, %d) of %d", len(x), len(y), lo, hi, f.units))
+	}
+	var buf [maxQDepth]int16
+	a := buf[:f.dpad]
+	for bt := 0; bt < batches; bt++ {
+		widen(a[:f.depth], x[bt*f.depth:][:f.depth], f.inOff)
+		clear(a[f.depth:])
+		out := y[bt*f.units:][:f.units]
+		for u := lo; u < hi; u++ {
+			acc := dotI16(a, f.w[u*f.dpad:][:f.dpad])
+			b := &f.rq[u/8]
+			out[u] = requantGo(acc+b.bias[u%8], b, u%8)
+		}
+	}
+}
+
+// dotI16 returns the int32 dot product of a and b (same length, a multiple
+// of 16).
+func dotI16(a, b []int16) int32 {
+	b = b[:len(a)]
+	if haveAVX2 {
+		return dotI16AVX2(&a[0], &b[0], len(a))
+	}
+	var s int32
+	for i, v := range a {
+		s += int32(v) * int32(b[i])
+	}
+	return s
+}
