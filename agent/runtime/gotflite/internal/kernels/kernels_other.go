@@ -25,6 +25,8 @@ func dwI8AVX2(n int, ins, ws *unsafe.Pointer, taps, step, ch int, bias *int32, r
 	panic("kernels: no AVX2 on this architecture")
 }
 
-func widenAVX2(dst *int16, src *int8, n int, off int32) { panic("kernels: no AVX2 on this architecture") }
+func widenAVX2(dst *int16, src *int8, n int, off int32) {
+	panic("kernels: no AVX2 on this architecture")
+}
 
 func dotI16AVX2(a, b *int16, n int) int32 { panic("kernels: no AVX2 on this architecture") }
