@@ -323,7 +323,8 @@ def autoencoder():
 def keras_to_tflite(model, in_shape, out_name, quant=None, rep=None):
     """Freezes a Keras model into a signature with one input "input" and one
     output out_name, and converts it. quant selects full-integer
-    quantization: "int8" (per-channel weights, int8 input and output),
+    quantization: "uint8" (the legacy TF1 full-uint8 scheme),
+    "int8" (per-channel weights, int8 input and output),
     "int8-per-tensor" (per-tensor weights), "uint8-io" (int8 inside, uint8
     input and output) or "float-io" (int8 inside, float input and output)."""
     from tensorflow.python.framework.convert_to_constants import (  # noqa: PLC0415
@@ -347,6 +348,8 @@ def keras_to_tflite(model, in_shape, out_name, quant=None, rep=None):
             return {out_name: frozen(x)[0]}
 
     f = Frozen()
+    if quant == "uint8":
+        return legacy_uint8(f, rep)
     conv = tf.lite.TFLiteConverter.from_concrete_functions([f.serve.get_concrete_function()], f)
     if quant is not None:
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -363,6 +366,29 @@ def keras_to_tflite(model, in_shape, out_name, quant=None, rep=None):
         if quant == "int8-per-tensor":
             conv._experimental_disable_per_channel = True
     return conv.convert()
+
+
+def legacy_uint8(frozen_module, rep):
+    """Converts with the TF1 converter's full-uint8 inference type, the
+    scheme of older quantized models (asymmetric uint8 weights and
+    activations). Activation ranges come from the converter's default range
+    (-8, 8); the input is quantized from its observed range."""
+    import tempfile  # noqa: PLC0415
+
+    lo = min(float(x.min()) for x in rep)
+    hi = max(float(x.max()) for x in rep)
+    # real = (q - mean) / std, with q in [0, 255].
+    std = 255.0 / (hi - lo)
+    mean = -lo * std
+    with tempfile.TemporaryDirectory() as d:
+        tf.saved_model.save(
+            frozen_module, d, signatures={"serving_default": frozen_module.serve.get_concrete_function()}
+        )
+        conv = tf.compat.v1.lite.TFLiteConverter.from_saved_model(d)
+        conv.inference_type = tf.uint8
+        conv.quantized_input_stats = {"serving_default_input": (mean, std)}
+        conv.default_ranges_stats = (-8.0, 8.0)
+        return conv.convert()
 
 
 def grid_inputs(rng, shape, n, lo=-1.0, hi=1.0):
@@ -424,6 +450,8 @@ family("mobilenet_v2_1.0_224_int8", mobilenet_v2_224, [1, 224, 224, 3], "probabi
 BENCH_ONLY.update({"mobilenet_v2_1.0_224", "mobilenet_v2_1.0_224_int8"})
 
 # Other quantization schemes, on one family each.
+family("mobilenet_v1_uint8", mobilenet_v1, IMG, "probabilities", 11, cases=2, quant="uint8")
+family("ds_cnn_uint8", ds_cnn, KWS, "probabilities", 15, cases=4, quant="uint8")
 family("mobilenet_v2_int8_per_tensor", mobilenet_v2, IMG, "probabilities", 12, cases=2, quant="int8-per-tensor")
 family("ds_cnn_uint8_io", ds_cnn, KWS, "probabilities", 15, cases=4, quant="uint8-io")
 family("autoencoder_float_io", autoencoder, [1, 32], "reconstruction", 17, cases=4, quant="float-io")
@@ -465,23 +493,12 @@ def tensor_json(name, a):
     }
 
 
-def signature_io(tfl):
-    """Returns the model's signature key and its input and output names in
-    flatbuffer order."""
-    interp = tf.lite.Interpreter(model_content=tfl)
-    sigs = interp.get_signature_list()
-    if len(sigs) != 1:
-        raise SystemExit(f"modelgen: want exactly one signature, got {sorted(sigs)}")
-    key = next(iter(sigs))
-    runner = interp.get_signature_runner(key)
-    ins = sorted(runner.get_input_details().items(), key=lambda kv: kv[1]["index"])
-    outs = sorted(runner.get_output_details().items(), key=lambda kv: kv[1]["index"])
-    return key, [n for n, _ in ins], [n for n, _ in outs]
-
-
 def record(tfl, cases, reference_kernels=True):
-    """Runs the official interpreter on every case and returns reference.json."""
-    key, in_names, out_names = signature_io(tfl)
+    """Runs the official interpreter on every case and returns reference.json.
+
+    Tensors are named by the model's SignatureDef, or by the tensor names
+    when the model has none (as the TF1 converter writes them); case inputs
+    are keyed "input" and mapped onto the model's single input then."""
     # The reference kernels (no XNNPACK delegate, no optimised paths) are the
     # specification gotflite is held to, int8 rounding included. (TFLite's
     # reference kernels refuse some full-size int8 models at Prepare; those
@@ -490,16 +507,37 @@ def record(tfl, cases, reference_kernels=True):
     if not reference_kernels:
         resolver = tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     interp = tf.lite.Interpreter(model_content=tfl, num_threads=1, experimental_op_resolver_type=resolver)
-    runner = interp.get_signature_runner(key)
+    sigs = interp.get_signature_list()
     ref_cases = []
+    if sigs:
+        if len(sigs) != 1:
+            raise SystemExit(f"modelgen: want one signature, got {sorted(sigs)}")
+        runner = interp.get_signature_runner(next(iter(sigs)))
+        ins = sorted(runner.get_input_details().items(), key=lambda kv: kv[1]["index"])
+        outs = sorted(runner.get_output_details().items(), key=lambda kv: kv[1]["index"])
+        in_names, out_names = [n for n, _ in ins], [n for n, _ in outs]
+        for case in cases:
+            if sorted(case) != sorted(in_names):
+                raise SystemExit(f"modelgen: case inputs {sorted(case)} != signature {in_names}")
+            out = runner(**case)
+            ref_cases.append(
+                {
+                    "inputs": [tensor_json(n, case[n]) for n in in_names],
+                    "outputs": [tensor_json(n, out[n]) for n in out_names],
+                }
+            )
+        return {"model": "model.tflite", "cases": ref_cases}
+    interp.allocate_tensors()
+    ins, outs = interp.get_input_details(), interp.get_output_details()
+    if len(ins) != 1:
+        raise SystemExit(f"modelgen: a model without a signature must have one input, has {len(ins)}")
     for case in cases:
-        if sorted(case) != sorted(in_names):
-            raise SystemExit(f"modelgen: case inputs {sorted(case)} != signature {in_names}")
-        out = runner(**case)
+        interp.set_tensor(ins[0]["index"], case["input"])
+        interp.invoke()
         ref_cases.append(
             {
-                "inputs": [tensor_json(n, case[n]) for n in in_names],
-                "outputs": [tensor_json(n, out[n]) for n in out_names],
+                "inputs": [tensor_json(ins[0]["name"], case["input"])],
+                "outputs": [tensor_json(o["name"], interp.get_tensor(o["index"])) for o in outs],
             }
         )
     return {"model": "model.tflite", "cases": ref_cases}

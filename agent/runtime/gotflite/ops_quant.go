@@ -140,7 +140,9 @@ type convQuant struct {
 	w          *window
 	kh, kw     int
 	inOffset   int32
+	fOffset    int32 // -filter zero point (uint8 filters; 0 for int8)
 	outOffset  int32
+	u8         bool // uint8 tensors (the legacy scheme) rather than int8
 	mult       []int32
 	shift      []int
 	lo, hi     int32
@@ -151,8 +153,9 @@ type convQuant struct {
 }
 
 func prepConvQuant(p *opPrep, w *window, in, f, bias, out *tinfo, act int8, depthwise bool) (kernel, error) {
-	if in.typ != tInt8 || f.typ != tInt8 || out.typ != tInt8 {
-		return nil, unsupported("input %s, filter %s and output %s: only INT8 is implemented", in.typ, f.typ, out.typ)
+	u8 := in.typ == tUint8 && f.typ == tUint8 && out.typ == tUint8
+	if !u8 && (in.typ != tInt8 || f.typ != tInt8 || out.typ != tInt8) {
+		return nil, unsupported("input %s, filter %s and output %s: want all INT8 or all UINT8", in.typ, f.typ, out.typ)
 	}
 	if err := optionalBias(bias); err != nil {
 		return nil, err
@@ -174,12 +177,27 @@ func prepConvQuant(p *opPrep, w *window, in, f, bias, out *tinfo, act int8, dept
 		return nil, err
 	}
 	c := &convQuant{w: w, kh: w.kH, kw: w.kW, inOffset: -inZero, outOffset: outZero, depthwise: depthwise,
-		ii: in.index, fi: f.index, bi: indexOr(bias), oi: out.index}
+		ii: in.index, fi: f.index, bi: indexOr(bias), oi: out.index, u8: u8}
 	c.mult = make([]int32, w.outC)
 	c.shift = make([]int, w.outC)
 	for i, s := range scales {
 		eff := float64(inScale) * float64(s) / float64(outScale)
+		if u8 {
+			// The uint8 kernels take one multiplier from the float
+			// product of the scales (GetQuantizedConvolutionMultipler).
+			eff = float64(inScale*s) / float64(outScale)
+		}
 		c.mult[i], c.shift[i] = quantizeMultiplier(eff)
+	}
+	if u8 {
+		if len(f.fb.quant.scale) != 1 {
+			return nil, unsupported("UINT8 filter %s is quantized per channel", f)
+		}
+		_, fZero, err := perTensor(f, "filter")
+		if err != nil {
+			return nil, err
+		}
+		c.fOffset = -fZero
 	}
 	if c.lo, c.hi, err = actRangeQuant(act, out, outScale, outZero); err != nil {
 		return nil, err
@@ -198,22 +216,32 @@ func prepConvQuant(p *opPrep, w *window, in, f, bias, out *tinfo, act int8, dept
 }
 
 func (c *convQuant) rows(ex *executor, r0, r1 int) {
-	x, flt, y := ex.v.i8[c.ii], ex.v.i8[c.fi], ex.v.i8[c.oi]
 	var b []int32
 	if c.bi >= 0 {
 		b = ex.v.i32[c.bi]
 	}
-	if c.depthwise {
-		c.depthwiseRows(x, flt, b, y, r0, r1)
-	} else {
-		c.convRows(x, flt, b, y, r0, r1)
+	if c.u8 {
+		convQuantRows(c, ex.v.u8[c.ii], ex.v.u8[c.fi], b, ex.v.u8[c.oi], r0, r1)
+		return
+	}
+	convQuantRows(c, ex.v.i8[c.ii], ex.v.i8[c.fi], b, ex.v.i8[c.oi], r0, r1)
+}
+
+func convQuantRows[T qtype](c *convQuant, x, flt []T, b []int32, y []T, r0, r1 int) {
+	switch {
+	case !c.depthwise:
+		convRows(c, x, flt, b, y, r0, r1)
+	case c.depthMult != 1 || c.w.outC > dwMaxChannels:
+		depthwiseRowsGeneral(c, x, flt, b, y, r0, r1)
+	default:
+		depthwiseRows(c, x, flt, b, y, r0, r1)
 	}
 }
 
 // convRows computes output rows of an int8 CONV_2D. Four output channels
 // share each input load; integer sums are exact, so the blocking changes
 // no result.
-func (c *convQuant) convRows(x, flt []int8, b []int32, y []int8, r0, r1 int) {
+func convRows[T qtype](c *convQuant, x, flt []T, b []int32, y []T, r0, r1 int) {
 	w := c.w
 	kk := c.kh * c.kw * w.inC
 	for r := r0; r < r1; r++ {
@@ -244,20 +272,20 @@ func (c *convQuant) convRows(x, flt []int8, b []int32, y []int8, r0, r1 int) {
 						g0, g1, g2, g3 := f0[o:o+len(src)], f1[o:o+len(src)], f2[o:o+len(src)], f3[o:o+len(src)]
 						for k, v := range src {
 							xv := int32(v) + c.inOffset
-							a0 += int32(g0[k]) * xv
-							a1 += int32(g1[k]) * xv
-							a2 += int32(g2[k]) * xv
-							a3 += int32(g3[k]) * xv
+							a0 += (int32(g0[k]) + c.fOffset) * xv
+							a1 += (int32(g1[k]) + c.fOffset) * xv
+							a2 += (int32(g2[k]) + c.fOffset) * xv
+							a3 += (int32(g3[k]) + c.fOffset) * xv
 						}
 					}
 				}
 				if b != nil {
 					a0, a1, a2, a3 = a0+b[oc], a1+b[oc+1], a2+b[oc+2], a3+b[oc+3]
 				}
-				dst[oc] = int8(clamp32(mulByQuantizedMultiplier(a0, c.mult[oc], c.shift[oc])+c.outOffset, c.lo, c.hi))
-				dst[oc+1] = int8(clamp32(mulByQuantizedMultiplier(a1, c.mult[oc+1], c.shift[oc+1])+c.outOffset, c.lo, c.hi))
-				dst[oc+2] = int8(clamp32(mulByQuantizedMultiplier(a2, c.mult[oc+2], c.shift[oc+2])+c.outOffset, c.lo, c.hi))
-				dst[oc+3] = int8(clamp32(mulByQuantizedMultiplier(a3, c.mult[oc+3], c.shift[oc+3])+c.outOffset, c.lo, c.hi))
+				dst[oc] = T(clamp32(mulByQuantizedMultiplier(a0, c.mult[oc], c.shift[oc])+c.outOffset, c.lo, c.hi))
+				dst[oc+1] = T(clamp32(mulByQuantizedMultiplier(a1, c.mult[oc+1], c.shift[oc+1])+c.outOffset, c.lo, c.hi))
+				dst[oc+2] = T(clamp32(mulByQuantizedMultiplier(a2, c.mult[oc+2], c.shift[oc+2])+c.outOffset, c.lo, c.hi))
+				dst[oc+3] = T(clamp32(mulByQuantizedMultiplier(a3, c.mult[oc+3], c.shift[oc+3])+c.outOffset, c.lo, c.hi))
 			}
 			for ; oc < len(dst); oc++ {
 				var acc int32
@@ -275,7 +303,7 @@ func (c *convQuant) convRows(x, flt []int8, b []int32, y []int8, r0, r1 int) {
 						src := x[((bt*w.inH+iy)*w.inW+ix)*w.inC:][:w.inC]
 						fr := fc[(fy*c.kw+fx)*w.inC:][:len(src)]
 						for k, v := range src {
-							acc += int32(fr[k]) * (int32(v) + c.inOffset)
+							acc += (int32(fr[k]) + c.fOffset) * (int32(v) + c.inOffset)
 						}
 					}
 				}
@@ -283,7 +311,7 @@ func (c *convQuant) convRows(x, flt []int8, b []int32, y []int8, r0, r1 int) {
 					acc += b[oc]
 				}
 				acc = mulByQuantizedMultiplier(acc, c.mult[oc], c.shift[oc]) + c.outOffset
-				dst[oc] = int8(clamp32(acc, c.lo, c.hi))
+				dst[oc] = T(clamp32(acc, c.lo, c.hi))
 			}
 		}
 	}
@@ -295,12 +323,8 @@ const dwMaxChannels = 1024
 // depthwiseRows computes output rows of an int8 DEPTHWISE_CONV_2D. With a
 // depth multiplier of 1 it walks the taps outermost and the channels
 // innermost, so both the input and the filter are read contiguously.
-func (c *convQuant) depthwiseRows(x, flt []int8, b []int32, y []int8, r0, r1 int) {
+func depthwiseRows[T qtype](c *convQuant, x, flt []T, b []int32, y []T, r0, r1 int) {
 	w := c.w
-	if c.depthMult != 1 || w.outC > dwMaxChannels {
-		c.depthwiseRowsGeneral(x, flt, b, y, r0, r1)
-		return
-	}
 	var accBuf [dwMaxChannels]int32
 	acc := accBuf[:w.outC]
 	for r := r0; r < r1; r++ {
@@ -326,19 +350,19 @@ func (c *convQuant) depthwiseRows(x, flt []int8, b []int32, y []int8, r0, r1 int
 					src := x[((bt*w.inH+iy)*w.inW+ix)*w.inC:][:len(acc)]
 					fr := flt[(fy*c.kw+fx)*w.outC:][:len(acc)]
 					for k, v := range src {
-						acc[k] += int32(fr[k]) * (int32(v) + c.inOffset)
+						acc[k] += (int32(fr[k]) + c.fOffset) * (int32(v) + c.inOffset)
 					}
 				}
 			}
 			dst := y[((bt*w.outH+oy)*w.outW+ox)*w.outC:][:len(acc)]
 			for oc, a := range acc {
-				dst[oc] = int8(clamp32(mulByQuantizedMultiplier(a, c.mult[oc], c.shift[oc])+c.outOffset, c.lo, c.hi))
+				dst[oc] = T(clamp32(mulByQuantizedMultiplier(a, c.mult[oc], c.shift[oc])+c.outOffset, c.lo, c.hi))
 			}
 		}
 	}
 }
 
-func (c *convQuant) depthwiseRowsGeneral(x, flt []int8, b []int32, y []int8, r0, r1 int) {
+func depthwiseRowsGeneral[T qtype](c *convQuant, x, flt []T, b []int32, y []T, r0, r1 int) {
 	w := c.w
 	for r := r0; r < r1; r++ {
 		bt, oy := r/w.outH, r%w.outH
@@ -360,14 +384,14 @@ func (c *convQuant) depthwiseRowsGeneral(x, flt []int8, b []int32, y []int8, r0,
 							continue
 						}
 						v := int32(x[((bt*w.inH+iy)*w.inW+ix)*w.inC+ic])
-						acc += int32(flt[(fy*c.kw+fx)*w.outC+oc]) * (v + c.inOffset)
+						acc += (int32(flt[(fy*c.kw+fx)*w.outC+oc]) + c.fOffset) * (v + c.inOffset)
 					}
 				}
 				if b != nil {
 					acc += b[oc]
 				}
 				acc = mulByQuantizedMultiplier(acc, c.mult[oc], c.shift[oc]) + c.outOffset
-				dst[oc] = int8(clamp32(acc, c.lo, c.hi))
+				dst[oc] = T(clamp32(acc, c.lo, c.hi))
 			}
 		}
 	}
@@ -375,8 +399,9 @@ func (c *convQuant) depthwiseRowsGeneral(x, flt []int8, b []int32, y []int8, r0,
 
 func prepFullyConnectedQuant(p *opPrep, act int8, batches, units, depth int) (kernel, error) {
 	in, f, bias, out := p.ins[0], p.ins[1], p.in(2), p.outs[0]
-	if in.typ != tInt8 || f.typ != tInt8 || out.typ != tInt8 {
-		return nil, unsupported("input %s, weights %s and output %s: only INT8 is implemented", in.typ, f.typ, out.typ)
+	u8 := in.typ == tUint8 && f.typ == tUint8 && out.typ == tUint8
+	if !u8 && (in.typ != tInt8 || f.typ != tInt8 || out.typ != tInt8) {
+		return nil, unsupported("input %s, weights %s and output %s: want all INT8 or all UINT8", in.typ, f.typ, out.typ)
 	}
 	if err := optionalBias(bias); err != nil {
 		return nil, err
@@ -414,31 +439,46 @@ func prepFullyConnectedQuant(p *opPrep, act int8, batches, units, depth int) (ke
 	if err != nil {
 		return nil, err
 	}
-	inOff, fOff := -inZero, -fZero
-	ii, fi, oi, bi := in.index, f.index, out.index, indexOr(bias)
-	return func(ex *executor) error {
-		x, wt, y := ex.v.i8[ii], ex.v.i8[fi], ex.v.i8[oi]
-		var b []int32
-		if bi >= 0 {
-			b = ex.v.i32[bi]
-		}
-		for bt := 0; bt < batches; bt++ {
-			row := x[bt*depth : (bt+1)*depth]
-			for u := 0; u < units; u++ {
-				wr := wt[u*depth : (u+1)*depth][:len(row)]
-				var acc int32
-				for k, v := range row {
-					acc += (int32(wr[k]) + fOff) * (int32(v) + inOff)
-				}
-				if b != nil {
-					acc += b[u]
-				}
-				acc = mulByQuantizedMultiplier(acc, mult[u], shift[u]) + outZero
-				y[bt*units+u] = int8(clamp32(acc, lo, hi))
+	fc := &fcQuant{inOff: -inZero, fOff: -fZero, outZero: outZero, lo: lo, hi: hi, mult: mult, shift: shift,
+		batches: batches, units: units, depth: depth, ii: in.index, fi: f.index, oi: out.index, bi: indexOr(bias)}
+	if u8 {
+		return func(ex *executor) error { fcQuantRun(fc, ex, ex.v.u8); return nil }, nil
+	}
+	return func(ex *executor) error { fcQuantRun(fc, ex, ex.v.i8); return nil }, nil
+}
+
+// fcQuant is a prepared quantized FULLY_CONNECTED.
+type fcQuant struct {
+	inOff, fOff, outZero  int32
+	lo, hi                int32
+	mult                  []int32
+	shift                 []int
+	batches, units, depth int
+	ii, fi, oi, bi        int
+}
+
+func fcQuantRun[T qtype](fc *fcQuant, ex *executor, all [][]T) {
+	x, wt, y := all[fc.ii], all[fc.fi], all[fc.oi]
+	var b []int32
+	if fc.bi >= 0 {
+		b = ex.v.i32[fc.bi]
+	}
+	depth, units := fc.depth, fc.units
+	for bt := 0; bt < fc.batches; bt++ {
+		row := x[bt*depth : (bt+1)*depth]
+		for u := 0; u < units; u++ {
+			wr := wt[u*depth : (u+1)*depth][:len(row)]
+			var acc int32
+			for k, v := range row {
+				acc += (int32(wr[k]) + fc.fOff) * (int32(v) + fc.inOff)
 			}
+			if b != nil {
+				acc += b[u]
+			}
+			acc = mulByQuantizedMultiplier(acc, fc.mult[u], fc.shift[u]) + fc.outZero
+			y[bt*units+u] = T(clamp32(acc, fc.lo, fc.hi))
 		}
-		return nil
-	}, nil
+	}
 }
 
 // binaryQuant holds the parameters of a quantized ADD, SUB or MUL.
