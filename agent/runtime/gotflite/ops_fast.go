@@ -101,3 +101,93 @@ type denseRows struct {
 }
 
 func (d *denseRows) Work() int64 { return d.FullyConnected.Work() * int64(d.batches) }
+
+// constI8 and constI32 are constF32 for the integer weight and bias types.
+func constI8(t *tinfo) ([]int8, bool) {
+	if t == nil || t.kind != kindConst || t.typ != tInt8 {
+		return nil, false
+	}
+	return t.c.i8[0], true
+}
+
+func constI32(t *tinfo) ([]int32, bool) {
+	if t == nil {
+		return nil, true
+	}
+	if t.kind != kindConst || t.typ != tInt32 {
+		return nil, false
+	}
+	return t.c.i32[0], true
+}
+
+// planI8 is what the int8 kernels plans have in common.
+type planI8 interface {
+	Units() int
+	Work() int64
+	Run(x, y []int8, lo, hi int)
+}
+
+// planI8Kernel is planKernel for int8 tensors.
+type planI8Kernel struct {
+	p      planI8
+	ii, oi int
+}
+
+func (k *planI8Kernel) rows(ex *executor, lo, hi int) { k.p.Run(ex.v.i8[k.ii], ex.v.i8[k.oi], lo, hi) }
+
+func (k *planI8Kernel) kernel() kernel {
+	units, work := k.p.Units(), k.p.Work()
+	return func(ex *executor) error {
+		ex.parallel(units, work, k)
+		return nil
+	}
+}
+
+// fastConvQuant returns the plan-backed kernel of a prepared int8 CONV_2D
+// or DEPTHWISE_CONV_2D (the same arithmetic, bit for bit), or nil where the
+// general loop must run.
+func fastConvQuant(c *convQuant, f, bias *tinfo) kernel {
+	fd, ok1 := constI8(f)
+	bd, ok2 := constI32(bias)
+	if c.u8 || !ok1 || !ok2 || c.fOffset != 0 || (c.depthwise && c.depthMult != 1) {
+		return nil
+	}
+	rq := kernels.Requant{Mult: c.mult, Shift: c.shift, OutZero: c.outOffset, Lo: c.lo, Hi: c.hi}
+	var (
+		p   planI8
+		err error
+	)
+	if c.depthwise {
+		p, err = kernels.NewDepthwiseInt8(convParams(c.w, 0, 0), -c.inOffset, fd, bd, rq)
+	} else {
+		p, err = kernels.NewConvInt8(convParams(c.w, 0, 0), -c.inOffset, fd, bd, rq)
+	}
+	if err != nil {
+		return nil
+	}
+	return (&planI8Kernel{p: p, ii: c.ii, oi: c.oi}).kernel()
+}
+
+// fastFullyConnectedQuant returns the plan-backed kernel of a prepared int8
+// FULLY_CONNECTED, or nil where the general loop must run.
+func fastFullyConnectedQuant(fc *fcQuant, u8 bool, f, bias *tinfo) kernel {
+	wd, ok1 := constI8(f)
+	bd, ok2 := constI32(bias)
+	if u8 || !ok1 || !ok2 {
+		return nil
+	}
+	rq := kernels.Requant{Mult: fc.mult, Shift: fc.shift, OutZero: fc.outZero, Lo: fc.lo, Hi: fc.hi}
+	p, err := kernels.NewFullyConnectedInt8(fc.units, fc.depth, -fc.inOff, -fc.fOff, wd, bd, rq)
+	if err != nil {
+		return nil
+	}
+	return (&planI8Kernel{p: &denseI8Rows{p, fc.batches}, ii: fc.ii, oi: fc.oi}).kernel()
+}
+
+// denseI8Rows counts an int8 FULLY_CONNECTED plan's work over all rows.
+type denseI8Rows struct {
+	*kernels.FullyConnectedInt8
+	batches int
+}
+
+func (d *denseI8Rows) Work() int64 { return d.FullyConnectedInt8.Work() * int64(d.batches) }

@@ -205,6 +205,9 @@ func prepConvQuant(p *opPrep, w *window, in, f, bias, out *tinfo, act int8, dept
 	if depthwise {
 		c.depthMult = w.outC / w.inC
 	}
+	if k := fastConvQuant(c, f, bias); k != nil {
+		return k, nil
+	}
 	work := int64(out.n) * int64(w.kH*w.kW)
 	if !depthwise {
 		work *= int64(w.inC)
@@ -441,6 +444,9 @@ func prepFullyConnectedQuant(p *opPrep, act int8, batches, units, depth int) (ke
 	}
 	fc := &fcQuant{inOff: -inZero, fOff: -fZero, outZero: outZero, lo: lo, hi: hi, mult: mult, shift: shift,
 		batches: batches, units: units, depth: depth, ii: in.index, fi: f.index, oi: out.index, bi: indexOr(bias)}
+	if k := fastFullyConnectedQuant(fc, u8, f, bias); k != nil {
+		return k, nil
+	}
 	if u8 {
 		return func(ex *executor) error { fcQuantRun(fc, ex, ex.v.u8); return nil }, nil
 	}
