@@ -73,7 +73,12 @@ def model(name):
 
 
 def seeded(seed):
-    """Returns a numpy Generator and seeds TensorFlow's and Python's RNGs."""
+    """Returns a numpy Generator and seeds TensorFlow's and Python's RNGs.
+
+    Keras' session is cleared first so that layer names (which the converter
+    writes into the model) do not depend on which models were built before
+    in the same process: --only and a full run write identical files."""
+    tf.keras.backend.clear_session()
     tf.keras.utils.set_random_seed(seed)
     return np.random.default_rng(seed)
 
