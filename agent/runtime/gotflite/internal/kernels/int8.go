@@ -26,9 +26,13 @@ type ConvInt8 struct {
 	p      ConvParams
 	inOff  int32
 	taps   int
-	kpad   int // InC rounded up to even
-	kt     int // taps * kpad
-	panels int
+	// A gathered window is KH rows of rowLen int16s, tap (fy, fx) channel
+	// ci at fy*rowLen + fx*fxStep + ci. With no horizontal dilation a row
+	// is the KW*InC contiguous input values (one copy), rounded up to an
+	// even length; otherwise each tap has InC rounded up to even.
+	fxStep, rowLen int
+	kt             int // KH * rowLen, the GEMM depth
+	panels         int
 	packed []int16 // [panel][kt/2][tileN][2]
 	rq     []rqBlock
 	m      int
@@ -57,8 +61,14 @@ func NewConvInt8(p ConvParams, inZero int32, filter []int8, bias []int32, rq Req
 	if inZero < -128 || inZero > 127 {
 		return nil, fmt.Errorf("%w: input zero point %d", ErrGeometry, inZero)
 	}
-	c := &ConvInt8{p: p, inOff: -inZero, taps: taps, kpad: (p.InC + 1) &^ 1}
-	c.kt = taps * c.kpad
+	c := &ConvInt8{p: p, inOff: -inZero, taps: taps}
+	if p.DilW == 1 {
+		c.fxStep, c.rowLen = p.InC, (p.KW*p.InC+1)&^1
+	} else {
+		c.fxStep = (p.InC + 1) &^ 1
+		c.rowLen = p.KW * c.fxStep
+	}
+	c.kt = p.KH * c.rowLen
 	if c.kt > maxQRow {
 		return nil, fmt.Errorf("%w: window of %d taps x %d channels is over %d", ErrGeometry, taps, p.InC, maxQRow)
 	}
@@ -68,7 +78,7 @@ func NewConvInt8(p ConvParams, inZero int32, filter []int8, bias []int32, rq Req
 		pn, j := oc/tileN, oc%tileN
 		for t := 0; t < taps; t++ {
 			for ci := 0; ci < p.InC; ci++ {
-				k := t*c.kpad + ci
+				k := t/p.KW*c.rowLen + t%p.KW*c.fxStep + ci
 				c.packed[((pn*c.kt/2+k/2)*tileN+j)*2+k%2] = int16(filter[(oc*taps+t)*p.InC+ci])
 			}
 		}
@@ -153,20 +163,25 @@ func (c *ConvInt8) gather(a *[qTileM * maxQRow]int16, x []int8, r0, rows int) {
 			}
 		}
 		y0, x0 := oy*p.StrideH-p.PadH, ox*p.StrideW-p.PadW
-		seg := row
+		inside := x0 >= 0 && x0+(p.KW-1)*p.DilW < p.InW
 		for fy := 0; fy < p.KH; fy++ {
+			seg := row[fy*c.rowLen:][:c.rowLen]
 			iy := y0 + fy*p.DilH
+			if iy < 0 || iy >= p.InH {
+				clear(seg)
+				continue
+			}
+			src := x[((b*p.InH+iy)*p.InW)*p.InC:][:p.InW*p.InC]
+			if inside && p.DilW == 1 {
+				n := p.KW * p.InC
+				widen(seg[:n], src[x0*p.InC:][:n], c.inOff)
+				clear(seg[n:])
+				continue
+			}
+			clear(seg)
 			for fx := 0; fx < p.KW; fx++ {
-				ix := x0 + fx*p.DilW
-				s := seg[:c.kpad]
-				seg = seg[c.kpad:]
-				if iy < 0 || iy >= p.InH || ix < 0 || ix >= p.InW {
-					clear(s)
-					continue
-				}
-				widen(s[:p.InC], x[((b*p.InH+iy)*p.InW+ix)*p.InC:][:p.InC], c.inOff)
-				if p.InC < c.kpad {
-					s[p.InC] = 0
+				if ix := x0 + fx*p.DilW; ix >= 0 && ix < p.InW {
+					widen(seg[fx*c.fxStep:][:p.InC], src[ix*p.InC:][:p.InC], c.inOff)
 				}
 			}
 		}
@@ -236,7 +251,21 @@ type DepthwiseInt8 struct {
 	rq    []rqBlock // cpad/8
 	// Interior output columns [oxA, oxB): every horizontal tap inside.
 	oxA, oxB int
+	// folds holds the folded bias of each set of in-range taps (a bit
+	// mask) that the output positions use, computed at plan time.
+	folds []fold
 }
+
+// fold is the bias of DepthwiseInt8 with the input zero point's share
+// of the taps in mask folded in.
+type fold struct {
+	mask uint64
+	bias []int32
+}
+
+// maxFolds bounds the precomputed folded biases; other tap sets (only
+// on inputs smaller than the window) are folded when used.
+const maxFolds = 64
 
 // maxQChannels bounds DepthwiseInt8's per-row bias on the stack.
 const maxQChannels = 4096
@@ -283,7 +312,72 @@ func NewDepthwiseInt8(p ConvParams, inZero int32, filter []int8, bias []int32, r
 		d.oxB = min(p.OutW, last/p.StrideW+1)
 	}
 	d.oxB = max(d.oxB, d.oxA)
+	d.planFolds()
 	return d, nil
+}
+
+// planFolds precomputes the folded bias of every tap set that Run meets
+// in one batch image (all images meet the same ones).
+func (d *DepthwiseInt8) planFolds() {
+	p := &d.p
+	var taps [maxTaps]int
+	add := func(mask uint64) {
+		for _, f := range d.folds {
+			if f.mask == mask {
+				return
+			}
+		}
+		if len(d.folds) == maxFolds {
+			return
+		}
+		n := 0
+		for t := 0; t < d.taps; t++ {
+			if mask&(1<<t) != 0 {
+				taps[n] = t
+				n++
+			}
+		}
+		b := make([]int32, d.cpad)
+		d.foldBias(b, taps[:n])
+		d.folds = append(d.folds, fold{mask, b})
+	}
+	for oy := 0; oy < p.OutH; oy++ {
+		for ox := 0; ox < p.OutW; ox++ {
+			if ox > d.oxA && ox < d.oxB {
+				continue // same taps as column oxA
+			}
+			add(d.tapMask(oy, ox))
+		}
+	}
+}
+
+// tapMask returns the set of taps of output (oy, ox) inside the input.
+func (d *DepthwiseInt8) tapMask(oy, ox int) uint64 {
+	p := &d.p
+	var mask uint64
+	y0, x0 := oy*p.StrideH-p.PadH, ox*p.StrideW-p.PadW
+	for fy := 0; fy < p.KH; fy++ {
+		iy := y0 + fy*p.DilH
+		for fx := 0; fx < p.KW; fx++ {
+			ix := x0 + fx*p.DilW
+			if iy >= 0 && iy < p.InH && ix >= 0 && ix < p.InW {
+				mask |= 1 << (fy*p.KW + fx)
+			}
+		}
+	}
+	return mask
+}
+
+// biasFor returns the folded bias of the tap set mask (taps lists it),
+// precomputed or else folded into buf.
+func (d *DepthwiseInt8) biasFor(mask uint64, taps []int, buf []int32) []int32 {
+	for i := range d.folds {
+		if d.folds[i].mask == mask {
+			return d.folds[i].bias
+		}
+	}
+	d.foldBias(buf, taps)
+	return buf
 }
 
 // Units is the number of output rows (batches times output height).
@@ -314,6 +408,7 @@ func (d *DepthwiseInt8) Run(x, y []int8, lo, hi int) {
 		if d.oxB > d.oxA {
 			x0 := d.oxA*p.StrideW - p.PadW
 			n := 0
+			var mask uint64
 			for fy := 0; fy < p.KH; fy++ {
 				iy := y0 + fy*p.DilH
 				if iy < 0 || iy >= p.InH {
@@ -324,11 +419,12 @@ func (d *DepthwiseInt8) Run(x, y []int8, lo, hi int) {
 					ins[n] = unsafe.Add(xb, ((b*p.InH+iy)*p.InW+x0+fx*p.DilW)*ch)
 					ws[n] = unsafe.Add(wb, t*d.cpad*4)
 					tapIdx[n] = t
+					mask |= 1 << t
 					n++
 				}
 			}
-			d.foldBias(bias[:d.cpad], tapIdx[:n])
-			d.pixels(d.oxB-d.oxA, &ins, &ws, tapIdx[:n], p.StrideW*ch, bias[:d.cpad], row[d.oxA*ch:])
+			fb := d.biasFor(mask, tapIdx[:n], bias[:d.cpad])
+			d.pixels(d.oxB-d.oxA, &ins, &ws, tapIdx[:n], p.StrideW*ch, fb, row[d.oxA*ch:])
 		}
 		for ox := 0; ox < p.OutW; ox++ {
 			if ox == d.oxA && d.oxB > d.oxA {
@@ -337,6 +433,7 @@ func (d *DepthwiseInt8) Run(x, y []int8, lo, hi int) {
 			}
 			x0 := ox*p.StrideW - p.PadW
 			n := 0
+			var mask uint64
 			for fy := 0; fy < p.KH; fy++ {
 				iy := y0 + fy*p.DilH
 				if iy < 0 || iy >= p.InH {
@@ -351,11 +448,12 @@ func (d *DepthwiseInt8) Run(x, y []int8, lo, hi int) {
 					ins[n] = unsafe.Add(xb, ((b*p.InH+iy)*p.InW+ix)*ch)
 					ws[n] = unsafe.Add(wb, t*d.cpad*4)
 					tapIdx[n] = t
+					mask |= 1 << t
 					n++
 				}
 			}
-			d.foldBias(bias[:d.cpad], tapIdx[:n])
-			d.pixels(1, &ins, &ws, tapIdx[:n], 0, bias[:d.cpad], row[ox*ch:])
+			fb := d.biasFor(mask, tapIdx[:n], bias[:d.cpad])
+			d.pixels(1, &ins, &ws, tapIdx[:n], 0, fb, row[ox*ch:])
 		}
 	}
 }

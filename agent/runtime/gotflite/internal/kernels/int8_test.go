@@ -196,6 +196,8 @@ var convInt8Cases = []struct {
 	{"3x3 same stride 2 three channels", geometry(2, 15, 16, 3, 32, 3, 2, 1, true)},
 	{"3x3 same stride 1 odd channels", geometry(1, 9, 11, 17, 24, 3, 1, 1, true)},
 	{"3x3 dilated valid", geometry(1, 10, 9, 4, 16, 3, 1, 2, false)},
+	{"3x3 dilated same odd channels", geometry(1, 9, 10, 5, 16, 3, 1, 2, true)},
+	{"7x7 window larger than input", geometry(1, 3, 4, 2, 3, 7, 1, 1, true)},
 	{"5x5 stride 2", geometry(1, 13, 12, 6, 24, 5, 2, 1, true)},
 }
 
