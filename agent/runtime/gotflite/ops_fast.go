@@ -191,3 +191,32 @@ type denseI8Rows struct {
 }
 
 func (d *denseI8Rows) Work() int64 { return d.FullyConnectedInt8.Work() * int64(d.batches) }
+
+// minTableElements is the least output size for which an int8 binary
+// operator gets a lookup table: building one costs 65536 evaluations.
+const minTableElements = 4096
+
+// fastBinaryQuant returns a kernel for an int8 ADD, SUB or MUL of two
+// same-shape tensors that reads a 64 KiB table of the output of every
+// input pair, filled at load by the operator's own arithmetic (so it is
+// exact), or nil where the general loop must run.
+func fastBinaryQuant(q *binaryQuant, bc *bcast, a, b, out *tinfo) kernel {
+	if a.typ != tInt8 || !bc.same || bc.n < minTableElements {
+		return nil
+	}
+	tab := make([]int8, 1<<16)
+	for x := -128; x < 128; x++ {
+		for y := -128; y < 128; y++ {
+			tab[int(uint8(x))<<8|int(uint8(y))] = int8(q.apply(int32(x), int32(y)))
+		}
+	}
+	ai, bi, oi := a.index, b.index, out.index
+	return func(ex *executor) error {
+		x, y, z := ex.v.i8[ai], ex.v.i8[bi], ex.v.i8[oi]
+		y, z = y[:len(x)], z[:len(x)]
+		for i, v := range x {
+			z[i] = tab[int(uint8(v))<<8|int(uint8(y[i]))]
+		}
+		return nil
+	}
+}

@@ -544,6 +544,9 @@ func prepBinaryQuant(p *opPrep, op binaryOp, a, b, out *tinfo, act int8, bc *bca
 		q.in2Mult, q.in2Shift = quantizeMultiplier(float64(s2) / twiceMax)
 		q.outMult, q.outShift = quantizeMultiplier(twiceMax / float64(float32(int32(1)<<q.leftShift)*so))
 	}
+	if k := fastBinaryQuant(q, bc, a, b, out); k != nil {
+		return k, nil
+	}
 	ai, bi, oi := a.index, b.index, out.index
 	if a.typ == tInt8 {
 		return binaryQuantKernel(q, bc, ai, bi, oi, i8s), nil
