@@ -19,6 +19,7 @@ import (
 
 	"github.com/starling-edge/starling/controlplane/api"
 	"github.com/starling-edge/starling/controlplane/broker"
+	"github.com/starling-edge/starling/controlplane/fleet"
 	"github.com/starling-edge/starling/controlplane/link"
 	"github.com/starling-edge/starling/controlplane/store"
 	"github.com/starling-edge/starling/controlplane/tufrepo"
@@ -35,8 +36,20 @@ const (
 type Options struct {
 	DataDir   string // required: store file and artifacts live here
 	HTTPAddr  string // REST API listen address; default "127.0.0.1:8080"; "127.0.0.1:0" picks a free port
-	MQTTAddr  string // embedded broker listen address; default "127.0.0.1:1883"; ":0"-style free port allowed
-	BrokerURL string // "mqtt://host:port" of an external broker (e.g. Mosquitto); when set, no embedded broker runs
+	MQTTAddr  string // embedded broker TLS listen address (device certificates required); default "127.0.0.1:1883"; ":0"-style free port allowed
+	BrokerURL string // "mqtts://host:port" (or mqtt:// without TLS) of an external broker (e.g. Mosquitto); when set, no embedded broker runs
+	// DeviceAddr is the device API's TLS listen address (enrollment and
+	// device calls); default: none. starling-control listens on
+	// 127.0.0.1:8443 unless told otherwise.
+	DeviceAddr string
+	// InsecureMQTTAddr adds a plain-TCP listener to the embedded broker
+	// with NO authentication and NO ACLs, for development only; default:
+	// none. See InsecureBrokerURL.
+	InsecureMQTTAddr string
+	// MosquittoDir is the directory of a configuration made by `starling-control
+	// mosquitto-config`: its CRL and ACL are kept current and the broker
+	// (pid_file) gets SIGHUP after each revocation. Default: none.
+	MosquittoDir string
 	// FetchHook, if set, is called before each artifact chunk is answered. Return false to drop the request
 	// (no answer). It may sleep to delay. For tests (fault injection).
 	FetchHook func(deviceID string, req wire.FetchRequest) bool
@@ -67,6 +80,14 @@ func (o Options) Validate() error {
 			return fmt.Errorf("%w: MQTTAddr %q: want host:port: %v", ErrOptions, o.MQTTAddr, err)
 		}
 	}
+	for name, addr := range map[string]string{"DeviceAddr": o.DeviceAddr, "InsecureMQTTAddr": o.InsecureMQTTAddr} {
+		if addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("%w: %s %q: want host:port: %v", ErrOptions, name, addr, err)
+		}
+	}
 	if o.BrokerURL != "" {
 		if _, err := link.PahoServer(o.BrokerURL); err != nil {
 			return fmt.Errorf("%w: BrokerURL: %v", ErrOptions, err)
@@ -83,6 +104,7 @@ type Server struct {
 	store     *store.Bolt
 	artifacts *store.Artifacts
 	repo      *tufrepo.Repo
+	fleet     *fleet.Fleet
 	repoStop  context.CancelFunc
 	repoDone  chan struct{}
 
@@ -95,6 +117,10 @@ type Server struct {
 	httpLn    net.Listener
 	brokerURL string
 	serveDone chan struct{}
+
+	deviceSrv  *http.Server
+	deviceLn   net.Listener
+	deviceDone chan struct{}
 }
 
 // New checks opts, applies defaults and opens the store in DataDir
@@ -130,7 +156,12 @@ func New(opts Options) (*Server, error) {
 		st.Close()
 		return nil, fmt.Errorf("controlplane: %w", err)
 	}
-	return &Server{opts: opts, log: opts.Logger, store: st, artifacts: arts, repo: repo}, nil
+	fl, err := openFleet(opts)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("controlplane: %w", err)
+	}
+	return &Server{opts: opts, log: opts.Logger, store: st, artifacts: arts, repo: repo, fleet: fl}, nil
 }
 
 // clientID is stable for a data directory, so a restarted control plane
@@ -159,16 +190,22 @@ func (s *Server) Start(ctx context.Context) error {
 	s.brokerURL = s.opts.BrokerURL
 	embedded := s.brokerURL == ""
 	if embedded {
-		b, err := broker.Start(broker.Options{Addr: s.opts.MQTTAddr, Logger: s.log.With("component", "broker")})
-		if err != nil {
+		if err := s.startEmbeddedBrokerLocked(); err != nil {
 			return fmt.Errorf("controlplane: %w", err)
 		}
-		s.broker = b
-		s.brokerURL = b.URL()
+		s.brokerURL = s.broker.URL()
+	}
+	if err := s.watchMosquitto(); err != nil {
+		return fmt.Errorf("controlplane: %w", err)
+	}
+	linkTLS, err := s.linkTLS()
+	if err != nil {
+		return fmt.Errorf("controlplane: %w", err)
 	}
 
 	l, err := link.New(link.Options{
 		BrokerURL: s.brokerURL,
+		TLSConfig: linkTLS,
 		ClientID:  clientID(s.opts.DataDir),
 		Store:     s.store,
 		Artifacts: s.artifacts,
@@ -203,6 +240,7 @@ func (s *Server) Start(ctx context.Context) error {
 		Artifacts:    s.artifacts,
 		Desired:      l,
 		Repo:         s.repo,
+		Fleet:        s.fleet,
 		NotDelivered: func(err error) bool { return errors.Is(err, link.ErrPublish) },
 		Logger:       s.log.With("component", "api"),
 	})
@@ -214,6 +252,9 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("controlplane: listen for the API on %s: %w", s.opts.HTTPAddr, err)
 	}
 	s.httpLn = ln
+	if err := s.startDeviceAPILocked(handler.DeviceHandler()); err != nil {
+		return fmt.Errorf("controlplane: %w", err)
+	}
 	s.httpSrv = &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -279,6 +320,14 @@ func (s *Server) Close() error {
 		cancel()
 		<-s.serveDone
 	}
+	if s.deviceSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := s.deviceSrv.Shutdown(ctx); err != nil {
+			s.deviceSrv.Close()
+		}
+		cancel()
+		<-s.deviceDone
+	}
 	if s.repoStop != nil {
 		s.repoStop()
 		<-s.repoDone
@@ -295,6 +344,9 @@ func (s *Server) Close() error {
 	}
 	if err := s.store.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("store close: %w", err))
+	}
+	if err := s.fleet.Close(); err != nil {
+		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("controlplane: close: %w", errors.Join(errs...))

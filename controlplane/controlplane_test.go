@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/starling-edge/starling/controlplane"
+	"github.com/starling-edge/starling/controlplane/fleet"
 	"github.com/starling-edge/starling/controlplane/internal/cptest"
 	"github.com/starling-edge/starling/shared/testbroker"
 	"github.com/starling-edge/starling/shared/trust"
@@ -26,6 +28,9 @@ func startServer(t *testing.T, opts controlplane.Options) *controlplane.Server {
 	if opts.MQTTAddr == "" {
 		opts.MQTTAddr = "127.0.0.1:0"
 	}
+	if opts.BrokerURL == "" {
+		opts.InsecureMQTTAddr = "127.0.0.1:0"
+	}
 	s, err := controlplane.New(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -34,7 +39,21 @@ func startServer(t *testing.T, opts controlplane.Options) *controlplane.Server {
 	if err := s.Start(context.Background()); err != nil {
 		t.Fatalf("Start: %v", err)
 	}
+	tok, err := fleet.ReadTokenFile(filepath.Join(opts.DataDir, controlplane.AdminTokenFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cptest.UseToken("http://"+s.HTTPAddr(), tok)
 	return s
+}
+
+// deviceBroker is where the fake devices of these tests connect: the
+// embedded broker's development listener, or the external broker.
+func deviceBroker(s *controlplane.Server) string {
+	if u := s.InsecureBrokerURL(); u != "" {
+		return u
+	}
+	return s.BrokerURL()
 }
 
 type deviceView struct {
@@ -101,7 +120,7 @@ func TestFleetOverMQTT(t *testing.T) {
 
 func testFleet(t *testing.T, srv *controlplane.Server, dropped *atomic.Int32) {
 	base := "http://" + srv.HTTPAddr()
-	if !strings.HasPrefix(srv.BrokerURL(), "mqtt://127.0.0.1:") {
+	if !strings.HasPrefix(srv.BrokerURL(), "mqtt://127.0.0.1:") && !strings.HasPrefix(srv.BrokerURL(), "mqtts://127.0.0.1:") {
 		t.Fatalf("BrokerURL = %q", srv.BrokerURL())
 	}
 	// 1.5 MiB: more than one wire.MaxChunk.
@@ -110,7 +129,7 @@ func testFleet(t *testing.T, srv *controlplane.Server, dropped *atomic.Int32) {
 		t.Fatalf("publish = %d %s", code, body)
 	}
 
-	dev := cptest.Connect(t, srv.BrokerURL(), "dev-1")
+	dev := cptest.Connect(t, deviceBroker(srv), "dev-1")
 	// Garbage first: it must be dropped without harm.
 	dev.Publish(wire.Status, false, []byte("sleeping"))
 	dev.Publish(wire.Reported, false, []byte("{not json"))
@@ -221,7 +240,7 @@ func TestEmbeddedBrokerRestart(t *testing.T) {
 	if code, body := cptest.Upload(t, base, m); code != 201 {
 		t.Fatalf("publish = %d %s", code, body)
 	}
-	dev := cptest.Connect(t, srv.BrokerURL(), "dev-1")
+	dev := cptest.Connect(t, deviceBroker(srv), "dev-1")
 	dev.Publish(wire.Status, true, []byte(wire.Online))
 	cptest.Eventually(t, "device registered", func() bool { _, ok := getDevice(t, base, "dev-1"); return ok })
 	if code, body := cptest.Do(t, "PUT", base+"/api/v1/devices/dev-1/desired", "application/json",
@@ -234,7 +253,7 @@ func TestEmbeddedBrokerRestart(t *testing.T) {
 	}
 
 	srv = startServer(t, controlplane.Options{DataDir: dir})
-	dev = cptest.Connect(t, srv.BrokerURL(), "dev-1")
+	dev = cptest.Connect(t, deviceBroker(srv), "dev-1")
 	var ds wire.DesiredState
 	if err := json.Unmarshal(cptest.Receive(t, dev.Subscribe(wire.Desired), "desired state after restart").Payload(), &ds); err != nil {
 		t.Fatal(err)

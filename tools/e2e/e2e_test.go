@@ -74,6 +74,10 @@ func newFleet(t *testing.T, brokerURL string) *fleet {
 		HTTPAddr:  "127.0.0.1:0",
 		MQTTAddr:  "127.0.0.1:0",
 		BrokerURL: brokerURL,
+		// Agents that are not enrolled use the development listener;
+		// enrollment_test.go runs agents with certificates over TLS.
+		InsecureMQTTAddr: insecureIfEmbedded(brokerURL),
+		DeviceAddr:       "127.0.0.1:0",
 		FetchHook: func(deviceID string, req wire.FetchRequest) bool {
 			f.hookMu.Lock()
 			f.fetches = append(f.fetches, req)
@@ -125,7 +129,8 @@ func (f *fleet) ctl(args ...string) string {
 
 func (f *fleet) ctlErr(args ...string) (string, error) {
 	cmd := exec.Command(filepath.Join(bin, "starlingctl"), args...)
-	cmd.Env = append(os.Environ(), "STARLING_SERVER="+f.api, "STARLING_KEYS="+f.keys)
+	cmd.Env = append(os.Environ(), "STARLING_SERVER="+f.api, "STARLING_KEYS="+f.keys,
+		"STARLING_TOKEN_FILE="+filepath.Join(f.dir, "control", controlplane.AdminTokenFile))
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -164,7 +169,7 @@ func (f *fleet) startAgent(id, dataDir string, extra ...string) *agent {
 	f.t.Helper()
 	a := &agent{id: id, dir: dataDir, socket: filepath.Join(dataDir, "agent.sock"), exited: make(chan struct{}), log: &bytes.Buffer{}}
 	args := append([]string{
-		"--device-id", id, "--broker", f.cp.BrokerURL(), "--data", dataDir,
+		"--device-id", id, "--broker", f.agentBroker(), "--data", dataDir,
 		"--socket", a.socket, "--trust-key", filepath.Join(f.keys, "release.pub"),
 	}, extra...)
 	a.cmd = exec.Command(filepath.Join(bin, "starling-agent"), args...)
@@ -215,7 +220,7 @@ type device struct {
 
 func (f *fleet) device(id string) (device, error) {
 	var d device
-	resp, err := http.Get(f.api + "/api/v1/devices/" + id)
+	resp, err := f.get("/api/v1/devices/" + id)
 	if err != nil {
 		return d, err
 	}
@@ -228,7 +233,7 @@ func (f *fleet) device(id string) (device, error) {
 
 func (f *fleet) events(id string) []wire.Event {
 	var ev []wire.Event
-	resp, err := http.Get(f.api + "/api/v1/devices/" + id + "/events")
+	resp, err := f.get("/api/v1/devices/" + id + "/events")
 	if err != nil {
 		return nil
 	}
@@ -507,4 +512,34 @@ func corruptArtifact(t *testing.T, dir string) {
 	if err := os.WriteFile(newest, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// insecureIfEmbedded opens the embedded broker's development listener.
+func insecureIfEmbedded(brokerURL string) string {
+	if brokerURL == "" {
+		return "127.0.0.1:0"
+	}
+	return ""
+}
+
+// agentBroker is the broker URL for agents started without enrollment.
+func (f *fleet) agentBroker() string {
+	if u := f.cp.InsecureBrokerURL(); u != "" {
+		return u
+	}
+	return f.cp.BrokerURL()
+}
+
+// get calls the API with the bootstrap admin token.
+func (f *fleet) get(path string) (*http.Response, error) {
+	tok, err := os.ReadFile(filepath.Join(f.dir, "control", controlplane.AdminTokenFile))
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequest("GET", f.api+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	return http.DefaultClient.Do(req)
 }

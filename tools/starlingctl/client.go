@@ -75,6 +75,13 @@ func (c *client) pushModel(ctx context.Context, targets []byte, path string, art
 }
 
 func (c *client) send(req *http.Request, out any) error {
+	tok, err := apiToken()
+	if err != nil {
+		return err
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
 	resp, err := c.httpClient().Do(req)
 	if err != nil {
 		return fmt.Errorf("control plane unreachable at %s: %w", c.base, err)

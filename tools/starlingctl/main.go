@@ -42,11 +42,20 @@ commands:
   device list    list devices and their state
   device show    show one device, with its recent events
   device assign  set the model versions a device should serve
+  device enroll-token  make a one-time enrollment token [--device ID] [--ttl 1h]
+  device revoke  revoke a device's certificates (cuts it off within seconds)
 
 Run 'starlingctl <command> -h' for a command's flags.
-Environment: STARLING_SERVER (control plane URL), STARLING_KEYS (key directory).`
+Every command accepts --token TOKEN or --token-file FILE (the API token).
+Environment: STARLING_SERVER (control plane URL), STARLING_KEYS (key directory),
+STARLING_TOKEN or STARLING_TOKEN_FILE (API token; the control plane writes
+its first admin token to DATA/admin.token).`
 
 func run(ctx context.Context, args []string, out io.Writer) error {
+	args, err := extractTokenFlags(args)
+	if err != nil {
+		return err
+	}
 	if len(args) < 2 {
 		if len(args) == 1 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
 			fmt.Fprintln(out, usage)
@@ -71,6 +80,10 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return deviceShow(ctx, rest, out)
 	case "device assign":
 		return deviceAssign(ctx, rest, out)
+	case "device enroll-token":
+		return deviceEnrollToken(ctx, rest, out)
+	case "device revoke":
+		return deviceRevoke(ctx, rest, out)
 	}
 	return fmt.Errorf("%w: unknown command %q\n%s", errUsage, cmd, usage)
 }

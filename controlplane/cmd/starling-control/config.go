@@ -24,11 +24,16 @@ type config struct {
 	Listen     string `yaml:"listen"`      // --listen; default 127.0.0.1:8080
 	MQTTListen string `yaml:"mqtt_listen"` // --mqtt-listen; default 127.0.0.1:1883
 	Broker     string `yaml:"broker"`      // --broker; empty: run the embedded broker
-	LogLevel   string `yaml:"log_level"`   // --log-level; debug, info (default), warn, error
+	// DeviceListen is the device API (enrollment) TLS address; "off" disables it.
+	DeviceListen string `yaml:"device_listen"` // --device-listen; default 127.0.0.1:8443
+	// InsecureMQTT is the embedded broker's plain listener WITHOUT authentication; development only.
+	InsecureMQTT string `yaml:"dev_insecure_mqtt_listen"` // --dev-insecure-mqtt-listen; default off
+	MosquittoDir string `yaml:"mosquitto_dir"`            // --mosquitto-dir; a `mosquitto-config` output to keep current
+	LogLevel     string `yaml:"log_level"`                // --log-level; debug, info (default), warn, error
 }
 
 func defaultConfig() config {
-	return config{Listen: controlplane.DefaultHTTPAddr, MQTTListen: controlplane.DefaultMQTTAddr, LogLevel: "info"}
+	return config{Listen: controlplane.DefaultHTTPAddr, MQTTListen: controlplane.DefaultMQTTAddr, DeviceListen: DefaultDeviceAddr, LogLevel: "info"}
 }
 
 // validate checks the fields the control plane does not check itself.
@@ -39,11 +44,24 @@ func (c config) validate() error {
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return err
 	}
-	err := controlplane.Options{DataDir: c.DataDir, HTTPAddr: c.Listen, MQTTAddr: c.MQTTListen, BrokerURL: c.Broker}.Validate()
+	err := c.options().Validate()
 	if err != nil {
 		return fmt.Errorf("%w: %v", errConfig, err)
 	}
 	return nil
+}
+
+// DefaultDeviceAddr is where the device API listens unless configured.
+const DefaultDeviceAddr = "127.0.0.1:8443"
+
+// options maps the configuration onto the control plane's Options.
+func (c config) options() controlplane.Options {
+	o := controlplane.Options{DataDir: c.DataDir, HTTPAddr: c.Listen, MQTTAddr: c.MQTTListen, BrokerURL: c.Broker,
+		DeviceAddr: c.DeviceListen, InsecureMQTTAddr: c.InsecureMQTT, MosquittoDir: c.MosquittoDir}
+	if o.DeviceAddr == "off" {
+		o.DeviceAddr = ""
+	}
+	return o
 }
 
 func parseLevel(s string) (slog.Level, error) {
@@ -79,13 +97,16 @@ func loadConfig(args []string, stderr io.Writer) (config, error) {
 	cfg := defaultConfig()
 	fs := flag.NewFlagSet("starling-control", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	configPath := fs.String("config", "", "YAML config file (keys: data, listen, mqtt_listen, broker, log_level)")
+	configPath := fs.String("config", "", "YAML config file (keys: data, listen, mqtt_listen, broker, device_listen, dev_insecure_mqtt_listen, mosquitto_dir, log_level)")
 	var flags config
 	fs.StringVar(&flags.DataDir, "data", "", "data directory for the store and artifacts (required)")
 	fs.StringVar(&flags.Listen, "listen", "", "REST API listen address (default "+controlplane.DefaultHTTPAddr+")")
 	fs.StringVar(&flags.MQTTListen, "mqtt-listen", "", "embedded MQTT broker listen address (default "+controlplane.DefaultMQTTAddr+")")
 	fs.StringVar(&flags.Broker, "broker", "", "external broker URL mqtt://host:port; when set, no embedded broker runs")
 	fs.StringVar(&flags.LogLevel, "log-level", "", "debug, info, warn or error (default info)")
+	fs.StringVar(&flags.DeviceListen, "device-listen", "", "device API (enrollment) TLS listen address, or off (default "+DefaultDeviceAddr+")")
+	fs.StringVar(&flags.InsecureMQTT, "dev-insecure-mqtt-listen", "", "INSECURE: extra plain MQTT listener with no authentication and no ACLs, for development only (default off)")
+	fs.StringVar(&flags.MosquittoDir, "mosquitto-dir", "", "directory written by `starling-control mosquitto-config`: keep its CRL and ACL current and reload Mosquitto on revocation")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -110,6 +131,12 @@ func loadConfig(args []string, stderr io.Writer) (config, error) {
 			cfg.Broker = flags.Broker
 		case "log-level":
 			cfg.LogLevel = flags.LogLevel
+		case "device-listen":
+			cfg.DeviceListen = flags.DeviceListen
+		case "dev-insecure-mqtt-listen":
+			cfg.InsecureMQTT = flags.InsecureMQTT
+		case "mosquitto-dir":
+			cfg.MosquittoDir = flags.MosquittoDir
 		}
 	})
 	return cfg, cfg.validate()

@@ -4,12 +4,15 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/starling-edge/starling/shared/testbroker"
 )
 
 func TestConfigFixtures(t *testing.T) {
@@ -62,7 +65,7 @@ func TestRun(t *testing.T) {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"--data", t.TempDir(), "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--log-level", "error"}, pw, io.Discard)
+		done <- run(ctx, []string{"--data", t.TempDir(), "--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--device-listen", "127.0.0.1:0", "--log-level", "error"}, pw, io.Discard)
 		pw.Close()
 	}()
 	sc := bufio.NewScanner(pr)
@@ -70,7 +73,7 @@ func TestRun(t *testing.T) {
 	for len(lines) < 2 && sc.Scan() {
 		lines = append(lines, sc.Text())
 	}
-	if len(lines) != 2 || !strings.HasPrefix(lines[0], "starling-control: api http://127.0.0.1:") || !strings.HasPrefix(lines[1], "starling-control: mqtt mqtt://127.0.0.1:") {
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "starling-control: api http://127.0.0.1:") || !strings.HasPrefix(lines[1], "starling-control: mqtt mqtts://127.0.0.1:") {
 		cancel()
 		t.Fatalf("endpoint lines = %q (run: %v)", lines, <-done)
 	}
@@ -83,5 +86,24 @@ func TestRun(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("run after cancel: %v", err)
+	}
+}
+
+// TestMosquittoConfigCommand writes a configuration and starts a real
+// Mosquitto with it (the ACL behaviour itself is tested in
+// controlplane/broker).
+func TestMosquittoConfigCommand(t *testing.T) {
+	data, out := t.TempDir(), t.TempDir()
+	addr := fmt.Sprintf("127.0.0.1:%d", testbroker.FreePort(t))
+	var stdout strings.Builder
+	if err := run(context.Background(), []string{"mosquitto-config", "--data", data, "--out", out, "--listen", addr}, &stdout, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stdout.String(), "mosquitto -c ") {
+		t.Fatalf("output: %s", stdout.String())
+	}
+	testbroker.MosquittoFile(t, filepath.Join(out, "mosquitto.conf"), addr)
+	if err := run(context.Background(), []string{"mosquitto-config", "--out", out}, io.Discard, io.Discard); !errors.Is(err, errConfig) {
+		t.Fatalf("without --data: %v", err)
 	}
 }

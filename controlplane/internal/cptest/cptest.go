@@ -211,6 +211,9 @@ func Do(tb testing.TB, method, url, contentType string, body io.Reader) (int, []
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
+	if tok := tokenFor(url); tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		tb.Fatalf("%s %s: %v", method, url, err)

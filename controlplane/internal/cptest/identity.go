@@ -10,6 +10,8 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net/url"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -125,3 +127,27 @@ func Dial(tb testing.TB, brokerURL, clientID string, cert *tls.Certificate, pool
 }
 
 func bigOne() *big.Int { return big.NewInt(1) }
+
+var (
+	tokensMu sync.Mutex
+	tokens   = map[string]string{} // API base URL -> bearer token
+)
+
+// UseToken makes Do (and Upload) send token as a bearer token to every
+// URL under base ("http://host:port").
+func UseToken(base, token string) {
+	tokensMu.Lock()
+	tokens[base] = token
+	tokensMu.Unlock()
+}
+
+func tokenFor(u string) string {
+	tokensMu.Lock()
+	defer tokensMu.Unlock()
+	for base, tok := range tokens {
+		if strings.HasPrefix(u, base+"/") || u == base {
+			return tok
+		}
+	}
+	return ""
+}
