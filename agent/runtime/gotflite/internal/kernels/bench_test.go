@@ -98,3 +98,47 @@ func BenchmarkFullyConnected(b *testing.B) {
 		})
 	}
 }
+
+func BenchmarkConvInt8(b *testing.B) {
+	for _, tc := range benchConvs {
+		b.Run(tc.name, func(b *testing.B) {
+			kernelVariants(b, func(b *testing.B) {
+				p := tc.p
+				r := rand.New(rand.NewPCG(1, 1))
+				x := randInt8(r, p.inLen())
+				c, err := NewConvInt8(p, 5, randInt8(r, p.OutC*p.KH*p.KW*p.InC), randInt32(r, p.OutC, 1000), randRequant(r, p.OutC))
+				if err != nil {
+					b.Fatal(err)
+				}
+				y := make([]int8, p.outLen())
+				b.ReportAllocs()
+				for b.Loop() {
+					c.Run(x, y, 0, c.Units())
+				}
+				b.ReportMetric(float64(c.Work())*float64(b.N)/b.Elapsed().Seconds()/1e9, "GMAC/s")
+			})
+		})
+	}
+}
+
+func BenchmarkDepthwiseInt8(b *testing.B) {
+	for _, tc := range benchDepthwise {
+		b.Run(tc.name, func(b *testing.B) {
+			kernelVariants(b, func(b *testing.B) {
+				p := tc.p
+				r := rand.New(rand.NewPCG(1, 1))
+				x := randInt8(r, p.inLen())
+				d, err := NewDepthwiseInt8(p, -3, randInt8(r, p.KH*p.KW*p.OutC), randInt32(r, p.OutC, 1000), randRequant(r, p.OutC))
+				if err != nil {
+					b.Fatal(err)
+				}
+				y := make([]int8, p.outLen())
+				b.ReportAllocs()
+				for b.Loop() {
+					d.Run(x, y, 0, d.Units())
+				}
+				b.ReportMetric(float64(d.Work())*float64(b.N)/b.Elapsed().Seconds()/1e9, "GMAC/s")
+			})
+		})
+	}
+}

@@ -39,6 +39,7 @@ type ConvInt8 struct {
 	mTiles int
 	byN    bool
 	nBlock int
+	direct bool // 1x1, stride 1, no padding, even InC: a tile is 4 input rows
 }
 
 // NewConvInt8 packs filter ([OutC][KH][KW][InC] int8, zero point 0 as
@@ -85,6 +86,8 @@ func NewConvInt8(p ConvParams, inZero int32, filter []int8, bias []int32, rq Req
 	}
 	c.rq = makeBlocks(&rq, bias, 2*c.panels)
 	c.m = p.Batches * p.OutH * p.OutW
+	c.direct = taps == 1 && p.StrideH == 1 && p.StrideW == 1 && p.PadH == 0 && p.PadW == 0 &&
+		p.OutH == p.InH && p.OutW == p.InW && p.InC%2 == 0
 	c.mTiles = (c.m + qTileM - 1) / qTileM
 	c.byN = c.mTiles < 32 && c.panels > c.mTiles
 	c.nBlock = max(1, blockBytes/(c.kt*tileN*2))
@@ -144,6 +147,12 @@ func (c *ConvInt8) Run(x, y []int8, lo, hi int) {
 // last pixel repeat it.
 func (c *ConvInt8) gather(a *[qTileM * maxQRow]int16, x []int8, r0, rows int) {
 	p := &c.p
+	if c.direct && rows == qTileM {
+		// The tile's windows are qTileM consecutive input rows.
+		n := qTileM * p.InC
+		widen(a[:n], x[r0*p.InC:][:n], c.inOff)
+		return
+	}
 	hw := p.OutH * p.OutW
 	b, rem := r0/hw, r0%hw
 	oy, ox := rem/p.OutW, rem%p.OutW
@@ -174,8 +183,19 @@ func (c *ConvInt8) gather(a *[qTileM * maxQRow]int16, x []int8, r0, rows int) {
 			src := x[((b*p.InH+iy)*p.InW)*p.InC:][:p.InW*p.InC]
 			if inside && p.DilW == 1 {
 				n := p.KW * p.InC
-				widen(seg[:n], src[x0*p.InC:][:n], c.inOff)
-				clear(seg[n:])
+				if n >= 16 {
+					widen(seg[:n], src[x0*p.InC:][:n], c.inOff)
+				} else {
+					// Short rows (a first layer's few channels): a call
+					// costs more than the copy.
+					d := seg[:n]
+					for i, v := range src[x0*p.InC:][:n] {
+						d[i] = int16(int32(v) + c.inOff)
+					}
+				}
+				for i := n; i < len(seg); i++ {
+					seg[i] = 0
+				}
 				continue
 			}
 			clear(seg)
