@@ -37,6 +37,13 @@ func (f httpFetcher) FetchMetadata(ctx context.Context, name string, maxLen int6
 	if err != nil {
 		return nil, err
 	}
+	tok, err := apiToken()
+	if err != nil {
+		return nil, err
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
 	resp, err := f.c.httpClient().Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("control plane unreachable at %s: %w", f.c.base, err)

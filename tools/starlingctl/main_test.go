@@ -14,9 +14,12 @@ import (
 	"github.com/starling-edge/starling/shared/trust/tuf"
 )
 
+// startControlPlane starts a control plane and points starlingctl at the
+// admin token it writes at first start ($STARLING_TOKEN_FILE).
 func startControlPlane(t *testing.T) string {
 	t.Helper()
-	cp, err := controlplane.New(controlplane.Options{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0"})
+	data := t.TempDir()
+	cp, err := controlplane.New(controlplane.Options{DataDir: data, HTTPAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,6 +27,8 @@ func startControlPlane(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cp.Close() })
+	t.Setenv("STARLING_TOKEN", "")
+	t.Setenv("STARLING_TOKEN_FILE", filepath.Join(data, controlplane.AdminTokenFile))
 	return "http://" + cp.HTTPAddr()
 }
 
