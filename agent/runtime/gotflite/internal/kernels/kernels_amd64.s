@@ -424,6 +424,61 @@ dwpixel:
 	XORQ BX, BX
 	MOVQ rq+56(FP), R11
 
+dwc32:
+	MOVQ    ch+40(FP), AX
+	SUBQ    BX, AX
+	CMPQ    AX, $32
+	JLT     dwc16
+	MOVQ    bias+48(FP), DX
+	VMOVDQU (DX)(BX*4), Y0
+	VMOVDQU 32(DX)(BX*4), Y1
+	VMOVDQU 64(DX)(BX*4), Y2
+	VMOVDQU 96(DX)(BX*4), Y3
+	MOVQ    ins+8(FP), SI
+	MOVQ    ws+16(FP), DI
+	MOVQ    taps+24(FP), DX
+	TESTQ   DX, DX
+	JZ      dwrq32
+
+dwtap32:
+	MOVQ      (SI), R12
+	ADDQ      R9, R12
+	ADDQ      BX, R12
+	MOVQ      (DI), R13
+	LEAQ      (R13)(BX*4), R13
+	VPMOVSXBD (R12), Y4
+	VPMOVSXBD 8(R12), Y5
+	VPMOVSXBD 16(R12), Y6
+	VPMOVSXBD 24(R12), Y7
+	VPMADDWD  (R13), Y4, Y4
+	VPMADDWD  32(R13), Y5, Y5
+	VPMADDWD  64(R13), Y6, Y6
+	VPMADDWD  96(R13), Y7, Y7
+	VPADDD    Y4, Y0, Y0
+	VPADDD    Y5, Y1, Y1
+	VPADDD    Y6, Y2, Y2
+	VPADDD    Y7, Y3, Y3
+	ADDQ      $8, SI
+	ADDQ      $8, DI
+	DECQ      DX
+	JNZ       dwtap32
+
+dwrq32:
+	LEAQ    320(R11), R13
+	REQUANT(Y0, R11, Y8, Y9, Y10)
+	REQUANT(Y1, R13, Y8, Y9, Y10)
+	LEAQ    640(R11), R12
+	LEAQ    960(R11), R13
+	REQUANT(Y2, R12, Y8, Y9, Y10)
+	REQUANT(Y3, R13, Y8, Y9, Y10)
+	PACK16(Y0, Y1, X0, Y8, X8)
+	PACK16(Y2, Y3, X2, Y8, X8)
+	VMOVDQU X0, (R10)(BX*1)
+	VMOVDQU X2, 16(R10)(BX*1)
+	ADDQ    $32, BX
+	ADDQ    $1280, R11
+	JMP     dwc32
+
 dwc16:
 	MOVQ    ch+40(FP), AX
 	SUBQ    BX, AX
