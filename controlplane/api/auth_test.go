@@ -266,6 +266,27 @@ func TestEnrollOverDeviceAPI(t *testing.T) {
 	if code, _ := get(nil); code != 401 {
 		t.Fatalf("self without certificate: %d", code)
 	}
+	// TUF metadata over the device API needs the device certificate, not
+	// an API token (this repository holds no root yet: the handler's 404
+	// shows the call got through); the handshake shows the CA, which a
+	// fingerprint pin checks.
+	for _, tc := range []struct {
+		cert *tls.Certificate
+		want int
+	}{{cert, 404}, {nil, 401}} {
+		resp, err := e.deviceTLS(tc.cert).Get(e.device + "/api/v1/tuf/1.root.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.want || (tc.want == 404 && !strings.Contains(string(b), "no metadata file")) {
+			t.Fatalf("metadata over the device API (certificate %v): %d %s", tc.cert != nil, resp.StatusCode, b)
+		}
+		if chain := resp.TLS.PeerCertificates; len(chain) != 2 || !chain[1].IsCA {
+			t.Fatalf("server chain has %d certificates, want the leaf and the fleet CA", len(chain))
+		}
+	}
 	if code, body := e.call(t, "admin", "POST", "/api/v1/devices/cam-1/revoke", "", nil); code != 200 {
 		t.Fatalf("revoke: %d %s", code, body)
 	}

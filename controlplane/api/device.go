@@ -13,6 +13,7 @@ import (
 //	POST /api/v1/enroll                  {token, csr} -> device certificate (no client certificate needed)
 //	GET  /api/v1/device/self             the caller's identity
 //	GET  /api/v1/device/artifacts/{digest}  an artifact, with Range support
+//	GET  /api/v1/tuf/{name}               TUF metadata (same path as on the operator API)
 //
 // Every call but enroll needs a client certificate that the fleet accepts
 // at the moment of the request: a revoked device is refused at once.
@@ -25,6 +26,9 @@ func (a *API) DeviceHandler() http.Handler {
 	}))
 	mux.HandleFunc("GET /api/v1/device/artifacts/{digest}", a.deviceAuth(func(w http.ResponseWriter, r *http.Request, _ fleet.Identity) {
 		a.getArtifact(w, r)
+	}))
+	mux.HandleFunc("GET /api/v1/tuf/{name}", a.deviceAuth(func(w http.ResponseWriter, r *http.Request, _ fleet.Identity) {
+		a.getMetadata(w, r)
 	}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such device endpoint %s %s", r.Method, r.URL.Path))

@@ -179,12 +179,19 @@ func (f *Fleet) issue(tmpl *x509.Certificate, pub any) (*x509.Certificate, []byt
 // IP addresses (default "127.0.0.1", "::1" and "localhost"), with a fresh
 // key that lives only in memory, valid for a year. The embedded broker and
 // the device API use one; WriteServerCert keeps one on disk for Mosquitto.
+// The chain includes the CA certificate, so that a device that pins the CA
+// by fingerprint (agent/enroll) can check it during the handshake.
 func (f *Fleet) ServerCert(hosts ...string) (tls.Certificate, error) {
 	certPEM, keyPEM, err := f.serverCertPEM(hosts)
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	return tls.X509KeyPair(certPEM, keyPEM)
+	c, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	c.Certificate = append(c.Certificate, f.ca.cert.Raw)
+	return c, nil
 }
 
 func (f *Fleet) serverCertPEM(hosts []string) (certPEM, keyPEM []byte, err error) {
