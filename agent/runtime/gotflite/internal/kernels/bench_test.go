@@ -34,6 +34,16 @@ func kernelVariants(b *testing.B, f func(b *testing.B)) {
 	b.Run("portable", func(b *testing.B) { withPortable(b, func() { f(b) }) })
 }
 
+// int8Variants adds the AVX2 int8 tile without VNNI to kernelVariants.
+func int8Variants(b *testing.B, f func(b *testing.B)) {
+	kernelVariants(b, f)
+	b.Run("novnni", func(b *testing.B) {
+		setVNNI(false)
+		defer setVNNI(true)
+		f(b)
+	})
+}
+
 func BenchmarkConv(b *testing.B) {
 	for _, tc := range benchConvs {
 		b.Run(tc.name, func(b *testing.B) {
@@ -102,7 +112,7 @@ func BenchmarkFullyConnected(b *testing.B) {
 func BenchmarkConvInt8(b *testing.B) {
 	for _, tc := range benchConvs {
 		b.Run(tc.name, func(b *testing.B) {
-			kernelVariants(b, func(b *testing.B) {
+			int8Variants(b, func(b *testing.B) {
 				p := tc.p
 				r := rand.New(rand.NewPCG(1, 1))
 				x := randInt8(r, p.inLen())

@@ -227,7 +227,11 @@ func qtile(a *[qTileM * maxQRow]int16, kt int, w []int16, rq []rqBlock, c []int8
 	_ = w[kt*tileN-1]
 	_ = rq[1]
 	_ = c[(qTileM-1)*ldc+tileN-1]
-	if haveAVX2 {
+	switch {
+	case haveVNNI:
+		qtileVNNI(&a[0], kt*2, kt/2, &w[0], &rq[0], &c[0], ldc)
+		return
+	case haveAVX2:
 		qtileAVX2(&a[0], kt*2, kt/2, &w[0], &rq[0], &c[0], ldc)
 		return
 	}

@@ -10,6 +10,11 @@ import (
 // the YMM registers (x/sys/cpu checks that for HasAVX2).
 var haveAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 
+// haveVNNI selects the int8 tile that uses AVX512-VNNI on YMM registers
+// (which needs AVX512VL, and the OS saving the AVX-512 state: x/sys/cpu
+// checks that).
+var haveVNNI = haveAVX2 && cpu.X86.HasAVX512VNNI && cpu.X86.HasAVX512VL
+
 // tileAVX2 is tile's assembly version (kernels_amd64.s).
 //
 //go:noescape
@@ -30,6 +35,11 @@ func dotAVX2(a, b *float32, n int) float32
 //
 //go:noescape
 func qtileAVX2(a *int16, lda, kp int, w *int16, rq *rqBlock, c *int8, ldc int)
+
+// qtileVNNI is qtileAVX2 with VPDPWSSD.
+//
+//go:noescape
+func qtileVNNI(a *int16, lda, kp int, w *int16, rq *rqBlock, c *int8, ldc int)
 
 // dwI8AVX2 is the vector part of DepthwiseInt8.pixels over channels
 // [0, ch), ch a multiple of 8.

@@ -408,6 +408,79 @@ qloop:
 	VZEROUPPER
 	RET
 
+// func qtileVNNI(a *int16, lda, kp int, w *int16, rq *rqBlock, c *int8, ldc int)
+//
+// qtileAVX2 with AVX512-VNNI's VPDPWSSD (on YMM registers), which
+// multiplies the int16 pairs and adds to the sums in one instruction.
+//
+// A 4x16 int8 tile: rows of a are pairs of int16 inputs broadcast as one
+// dword; w holds, per pair, 16 channels x 2 int16 weights. Row r's sums
+// are in Y(2r) (channels 0-7) and Y(2r+1) (8-15).
+TEXT ·qtileVNNI(SB), NOSPLIT, $0-56
+	MOVQ    a+0(FP), R8
+	MOVQ    lda+8(FP), AX
+	LEAQ    (R8)(AX*1), R9
+	LEAQ    (R9)(AX*1), R10
+	LEAQ    (R10)(AX*1), R11
+	MOVQ    kp+16(FP), CX
+	MOVQ    w+24(FP), SI
+	MOVQ    rq+32(FP), DX
+	LEAQ    320(DX), DI
+	VMOVDQU (DX), Y0
+	VMOVDQU (DI), Y1
+	VMOVDQA Y0, Y2
+	VMOVDQA Y1, Y3
+	VMOVDQA Y0, Y4
+	VMOVDQA Y1, Y5
+	VMOVDQA Y0, Y6
+	VMOVDQA Y1, Y7
+	XORQ    BX, BX
+
+vloop:
+	VMOVDQU      (SI), Y8
+	VMOVDQU      32(SI), Y9
+	VPBROADCASTD (R8)(BX*4), Y10
+	VPBROADCASTD (R9)(BX*4), Y11
+	VPBROADCASTD (R10)(BX*4), Y12
+	VPBROADCASTD (R11)(BX*4), Y13
+	VPDPWSSD     Y10, Y8, Y0
+	VPDPWSSD     Y10, Y9, Y1
+	VPDPWSSD     Y11, Y8, Y2
+	VPDPWSSD     Y11, Y9, Y3
+	VPDPWSSD     Y12, Y8, Y4
+	VPDPWSSD     Y12, Y9, Y5
+	VPDPWSSD     Y13, Y8, Y6
+	VPDPWSSD     Y13, Y9, Y7
+	ADDQ         $64, SI
+	INCQ         BX
+	DECQ         CX
+	JNZ          vloop
+
+	REQUANT(Y0, DX, Y8, Y9, Y10)
+	REQUANT(Y1, DI, Y8, Y9, Y10)
+	REQUANT(Y2, DX, Y8, Y9, Y10)
+	REQUANT(Y3, DI, Y8, Y9, Y10)
+	REQUANT(Y4, DX, Y8, Y9, Y10)
+	REQUANT(Y5, DI, Y8, Y9, Y10)
+	REQUANT(Y6, DX, Y8, Y9, Y10)
+	REQUANT(Y7, DI, Y8, Y9, Y10)
+
+	MOVQ    c+40(FP), R8
+	MOVQ    ldc+48(FP), AX
+	PACK16(Y0, Y1, X0, Y8, X8)
+	VMOVDQU X0, (R8)
+	ADDQ    AX, R8
+	PACK16(Y2, Y3, X2, Y8, X8)
+	VMOVDQU X2, (R8)
+	ADDQ    AX, R8
+	PACK16(Y4, Y5, X4, Y8, X8)
+	VMOVDQU X4, (R8)
+	ADDQ    AX, R8
+	PACK16(Y6, Y7, X6, Y8, X8)
+	VMOVDQU X6, (R8)
+	VZEROUPPER
+	RET
+
 // func dwI8AVX2(n int, ins, ws *unsafe.Pointer, taps, step, ch int, bias *int32, rq *rqBlock, out *int8, outStep int)
 //
 // Inputs are sign-extended to int32 lanes and multiplied with VPMADDWD

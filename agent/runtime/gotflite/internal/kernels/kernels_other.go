@@ -7,6 +7,9 @@ import "unsafe"
 // haveAVX2 is false off amd64: the portable kernels run.
 const haveAVX2 = false
 
+// haveVNNI is false off amd64.
+const haveVNNI = false
+
 func tileAVX2(a *unsafe.Pointer, taps, k int, w, bias, c *float32, ldc int, lo, hi float32) {
 	panic("kernels: no AVX2 on this architecture")
 }
@@ -30,3 +33,7 @@ func widenAVX2(dst *int16, src *int8, n int, off int32) {
 }
 
 func dotI16AVX2(a, b *int16, n int) int32 { panic("kernels: no AVX2 on this architecture") }
+
+func qtileVNNI(a *int16, lda, kp int, w *int16, rq *rqBlock, c *int8, ldc int) {
+	panic("kernels: no AVX512-VNNI on this architecture")
+}

@@ -3,3 +3,5 @@
 package kernels
 
 func setAVX2(bool) {}
+
+func setVNNI(bool) {}
