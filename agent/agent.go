@@ -54,6 +54,10 @@ type Options struct {
 	// Uplink tuning; DeviceID, Broker, OnDesired and Logger are set by
 	// the agent. Zero values take the uplink's defaults.
 	Uplink uplink.Options
+	// Serving configures the local API's gRPC listeners, socket group and
+	// per-model serving (batching, queues, allow lists, routes); zero
+	// values take the serve package's defaults.
+	Serving Serving
 	// MaxBodyBytes caps a local API request; default 8 MiB.
 	MaxBodyBytes int64
 	// CacheBytes bounds unused cached artifacts; 0 keeps everything.
@@ -103,6 +107,8 @@ func New(opts Options) (*Agent, error) {
 	var err error
 	a.server, err = serve.New(serve.Options{
 		Socket: opts.Socket, SocketMode: opts.SocketMode, TCP: opts.TCP,
+		GRPCSocket: opts.Serving.GRPCSocket, GRPCTCP: opts.Serving.GRPCTCP, SocketGroup: opts.Serving.SocketGroup,
+		Models:       opts.Serving.Models,
 		MaxBodyBytes: opts.MaxBodyBytes, Version: Version, Registry: a.registry, Logger: opts.Logger,
 	})
 	if err != nil {

@@ -29,6 +29,18 @@ type Config struct {
 	ChunkSize    int    `yaml:"chunk_size"`   // bytes; default 256 KiB
 	CacheBytes   int64  `yaml:"cache_bytes"`  // 0: no eviction
 	MaxBodyBytes int64  `yaml:"max_body_bytes"`
+	// Serving configures the local API beyond the socket: gRPC listeners,
+	// the sockets' group, and per-model batching, queues, allow lists and
+	// routes (see docs/local-api.md).
+	Serving Serving `yaml:"serving"`
+}
+
+// Serving is the "serving" section of the agent's configuration.
+type Serving struct {
+	GRPCSocket  string                        `yaml:"grpc_socket"`  // default <socket>-grpc.sock
+	GRPCTCP     string                        `yaml:"grpc_tcp"`     // optional loopback gRPC listener
+	SocketGroup string                        `yaml:"socket_group"` // group name or gid owning the sockets
+	Models      map[string]serve.ModelOptions `yaml:"models"`       // per model name
 }
 
 // Default returns the configuration before any file or flag.
@@ -96,6 +108,21 @@ func (c *Config) Validate() error {
 	}
 	if c.CacheBytes < 0 {
 		return bad("cache_bytes", "%d is negative", c.CacheBytes)
+	}
+	if c.Serving.GRPCTCP != "" {
+		if err := serve.CheckLoopback(c.Serving.GRPCTCP); err != nil {
+			return bad("serving.grpc_tcp", "%v", err)
+		}
+	}
+	if c.Serving.SocketGroup != "" {
+		if _, err := serve.LookupGroup(c.Serving.SocketGroup); err != nil {
+			return bad("serving.socket_group", "%v", err)
+		}
+	}
+	for name, mo := range c.Serving.Models {
+		if err := mo.Validate(); err != nil {
+			return bad("serving.models."+name, "%v", err)
+		}
 	}
 	if c.MaxBodyBytes <= 0 {
 		return bad("max_body_bytes", "%d must be positive", c.MaxBodyBytes)

@@ -45,6 +45,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Socket:       cfg.Socket,
 		SocketMode:   cfg.FileMode(),
 		TCP:          cfg.TCP,
+		Serving:      cfg.Serving,
 		TrustRoot:    root,
 		MetadataURL:  cfg.MetadataURL,
 		Uplink:       uplink.Options{ChunkSize: cfg.ChunkSize},
@@ -78,6 +79,7 @@ func parseConfig(args []string, stderr io.Writer) (agent.Config, error) {
 	fs.StringVar(&flagCfg.TrustRoot, "trust-root", "", "operator's TUF root.json `file` (the device's trust anchor)")
 	fs.StringVar(&flagCfg.MetadataURL, "metadata-url", "", "control plane `url` to read TUF metadata from over HTTP (default: over MQTT)")
 	fs.StringVar(&flagCfg.TCP, "tcp", "", "optional loopback `addr` for the local API, e.g. 127.0.0.1:8080")
+	fs.StringVar(&flagCfg.Serving.GRPCTCP, "grpc-tcp", "", "optional loopback `addr` for the local gRPC API, e.g. 127.0.0.1:8081")
 	fs.IntVar(&flagCfg.ChunkSize, "chunk-size", 0, "artifact fetch chunk size in `bytes` (default 262144)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -106,6 +108,8 @@ func parseConfig(args []string, stderr io.Writer) (agent.Config, error) {
 			cfg.MetadataURL = flagCfg.MetadataURL
 		case "tcp":
 			cfg.TCP = flagCfg.TCP
+		case "grpc-tcp":
+			cfg.Serving.GRPCTCP = flagCfg.Serving.GRPCTCP
 		case "chunk-size":
 			cfg.ChunkSize = flagCfg.ChunkSize
 		}
