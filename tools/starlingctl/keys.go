@@ -80,7 +80,9 @@ func currentTargets(ctx context.Context, c *client, dir string) (*metadata.Metad
 		return nil, fmt.Errorf("read the operator's root.json (run starlingctl keys init): %w", err)
 	}
 	store := &tuf.MemoryStore{}
-	tc, err := tuf.NewClient(tuf.ClientOptions{Root: root, Store: store, Fetcher: httpFetcher{c}})
+	// Expired targets are still the base of the next version: the push
+	// that replaces them must not be refused for their expiry.
+	tc, err := tuf.NewClient(tuf.ClientOptions{Root: root, Store: store, Fetcher: httpFetcher{c}, AllowExpiredTargets: true})
 	if err != nil {
 		return nil, err
 	}
