@@ -10,8 +10,9 @@ import (
 // plus the bias, through Requant. Integer sums are exact in any order, so
 // the vector and portable paths agree bit for bit.
 
-// The int8 GEMM tile: qTileM output pixels by tileN output channels.
-const qTileM = 4
+// The int8 GEMM tile: qTileM output pixels by tileN output channels (the
+// AVX2 kernel takes it as two tiles of 4 rows).
+const qTileM = 8
 
 // maxQRow bounds the gathered (widened) input row of one output pixel,
 // taps times channels rounded up to even: the tile keeps qTileM of them on
@@ -233,6 +234,7 @@ func qtile(a *[qTileM * maxQRow]int16, kt int, w []int16, rq []rqBlock, c []int8
 		return
 	case haveAVX2:
 		qtileAVX2(&a[0], kt*2, kt/2, &w[0], &rq[0], &c[0], ldc)
+		qtileAVX2(&a[4*kt], kt*2, kt/2, &w[0], &rq[0], &c[4*ldc], ldc)
 		return
 	}
 	qtileGo(a, kt, w, rq, c, ldc)

@@ -31,12 +31,12 @@ func dwAVX2(n int, ins, ws *unsafe.Pointer, taps, step, ch int, bias, out *float
 //go:noescape
 func dotAVX2(a, b *float32, n int) float32
 
-// qtileAVX2 is qtile's assembly version; lda is in bytes, kp counts pairs.
+// qtileAVX2 computes 4 rows of qtile; lda is in bytes, kp counts pairs.
 //
 //go:noescape
 func qtileAVX2(a *int16, lda, kp int, w *int16, rq *rqBlock, c *int8, ldc int)
 
-// qtileVNNI is qtileAVX2 with VPDPWSSD.
+// qtileVNNI is an 8-row qtileAVX2 with VPDPWSSD.
 //
 //go:noescape
 func qtileVNNI(a *int16, lda, kp int, w *int16, rq *rqBlock, c *int8, ldc int)

@@ -410,74 +410,100 @@ qloop:
 
 // func qtileVNNI(a *int16, lda, kp int, w *int16, rq *rqBlock, c *int8, ldc int)
 //
-// qtileAVX2 with AVX512-VNNI's VPDPWSSD (on YMM registers), which
-// multiplies the int16 pairs and adds to the sums in one instruction.
+// func qtileVNNI(a *int16, lda, kp int, w *int16, rq *rqBlock, c *int8, ldc int)
 //
-// A 4x16 int8 tile: rows of a are pairs of int16 inputs broadcast as one
-// dword; w holds, per pair, 16 channels x 2 int16 weights. Row r's sums
-// are in Y(2r) (channels 0-7) and Y(2r+1) (8-15).
+// An 8x16 int8 tile with AVX512-VNNI's VPDPWSSD on YMM registers, which
+// multiplies the int16 pairs and adds to the sums in one instruction. The
+// sums live in Y16-Y31 (row r in Y(16+2r) and Y(17+2r)); the weights in
+// Y0, Y1 and the broadcast inputs in Y2-Y9. Each row's sums move down to
+// Y10, Y11 for the output stage, which uses VEX-only instructions.
 TEXT ·qtileVNNI(SB), NOSPLIT, $0-56
-	MOVQ    a+0(FP), R8
-	MOVQ    lda+8(FP), AX
-	LEAQ    (R8)(AX*1), R9
-	LEAQ    (R9)(AX*1), R10
-	LEAQ    (R10)(AX*1), R11
-	MOVQ    kp+16(FP), CX
-	MOVQ    w+24(FP), SI
-	MOVQ    rq+32(FP), DX
-	LEAQ    320(DX), DI
-	VMOVDQU (DX), Y0
-	VMOVDQU (DI), Y1
-	VMOVDQA Y0, Y2
-	VMOVDQA Y1, Y3
-	VMOVDQA Y0, Y4
-	VMOVDQA Y1, Y5
-	VMOVDQA Y0, Y6
-	VMOVDQA Y1, Y7
-	XORQ    BX, BX
+	MOVQ a+0(FP), R8
+	MOVQ lda+8(FP), AX
+	LEAQ (R8)(AX*1), R9
+	LEAQ (R9)(AX*1), R10
+	LEAQ (R10)(AX*1), R11
+	LEAQ (R11)(AX*1), R12
+	LEAQ (R12)(AX*1), R13
+	LEAQ (R13)(AX*1), DX
+	LEAQ (DX)(AX*1), AX
+	MOVQ kp+16(FP), CX
+	MOVQ w+24(FP), SI
+	MOVQ rq+32(FP), DI
+
+	VMOVDQU   (DI), Y0
+	VMOVDQU   320(DI), Y1
+	VMOVDQA64 Y0, Y16
+	VMOVDQA64 Y1, Y17
+	VMOVDQA64 Y0, Y18
+	VMOVDQA64 Y1, Y19
+	VMOVDQA64 Y0, Y20
+	VMOVDQA64 Y1, Y21
+	VMOVDQA64 Y0, Y22
+	VMOVDQA64 Y1, Y23
+	VMOVDQA64 Y0, Y24
+	VMOVDQA64 Y1, Y25
+	VMOVDQA64 Y0, Y26
+	VMOVDQA64 Y1, Y27
+	VMOVDQA64 Y0, Y28
+	VMOVDQA64 Y1, Y29
+	VMOVDQA64 Y0, Y30
+	VMOVDQA64 Y1, Y31
+	XORQ      BX, BX
 
 vloop:
-	VMOVDQU      (SI), Y8
-	VMOVDQU      32(SI), Y9
-	VPBROADCASTD (R8)(BX*4), Y10
-	VPBROADCASTD (R9)(BX*4), Y11
-	VPBROADCASTD (R10)(BX*4), Y12
-	VPBROADCASTD (R11)(BX*4), Y13
-	VPDPWSSD     Y10, Y8, Y0
-	VPDPWSSD     Y10, Y9, Y1
-	VPDPWSSD     Y11, Y8, Y2
-	VPDPWSSD     Y11, Y9, Y3
-	VPDPWSSD     Y12, Y8, Y4
-	VPDPWSSD     Y12, Y9, Y5
-	VPDPWSSD     Y13, Y8, Y6
-	VPDPWSSD     Y13, Y9, Y7
+	VMOVDQU      (SI), Y0
+	VMOVDQU      32(SI), Y1
+	VPBROADCASTD (R8)(BX*4), Y2
+	VPBROADCASTD (R9)(BX*4), Y3
+	VPBROADCASTD (R10)(BX*4), Y4
+	VPBROADCASTD (R11)(BX*4), Y5
+	VPBROADCASTD (R12)(BX*4), Y6
+	VPBROADCASTD (R13)(BX*4), Y7
+	VPBROADCASTD (DX)(BX*4), Y8
+	VPBROADCASTD (AX)(BX*4), Y9
+	VPDPWSSD     Y2, Y0, Y16
+	VPDPWSSD     Y2, Y1, Y17
+	VPDPWSSD     Y3, Y0, Y18
+	VPDPWSSD     Y3, Y1, Y19
+	VPDPWSSD     Y4, Y0, Y20
+	VPDPWSSD     Y4, Y1, Y21
+	VPDPWSSD     Y5, Y0, Y22
+	VPDPWSSD     Y5, Y1, Y23
+	VPDPWSSD     Y6, Y0, Y24
+	VPDPWSSD     Y6, Y1, Y25
+	VPDPWSSD     Y7, Y0, Y26
+	VPDPWSSD     Y7, Y1, Y27
+	VPDPWSSD     Y8, Y0, Y28
+	VPDPWSSD     Y8, Y1, Y29
+	VPDPWSSD     Y9, Y0, Y30
+	VPDPWSSD     Y9, Y1, Y31
 	ADDQ         $64, SI
 	INCQ         BX
 	DECQ         CX
 	JNZ          vloop
 
-	REQUANT(Y0, DX, Y8, Y9, Y10)
-	REQUANT(Y1, DI, Y8, Y9, Y10)
-	REQUANT(Y2, DX, Y8, Y9, Y10)
-	REQUANT(Y3, DI, Y8, Y9, Y10)
-	REQUANT(Y4, DX, Y8, Y9, Y10)
-	REQUANT(Y5, DI, Y8, Y9, Y10)
-	REQUANT(Y6, DX, Y8, Y9, Y10)
-	REQUANT(Y7, DI, Y8, Y9, Y10)
+	LEAQ 320(DI), DX
+	MOVQ c+40(FP), R8
+	MOVQ ldc+48(FP), AX
 
-	MOVQ    c+40(FP), R8
-	MOVQ    ldc+48(FP), AX
-	PACK16(Y0, Y1, X0, Y8, X8)
-	VMOVDQU X0, (R8)
-	ADDQ    AX, R8
-	PACK16(Y2, Y3, X2, Y8, X8)
-	VMOVDQU X2, (R8)
-	ADDQ    AX, R8
-	PACK16(Y4, Y5, X4, Y8, X8)
-	VMOVDQU X4, (R8)
-	ADDQ    AX, R8
-	PACK16(Y6, Y7, X6, Y8, X8)
-	VMOVDQU X6, (R8)
+#define VROW(A, B) \
+	VMOVDQA64 A, Y10; \
+	VMOVDQA64 B, Y11; \
+	REQUANT(Y10, DI, Y12, Y13, Y14); \
+	REQUANT(Y11, DX, Y12, Y13, Y14); \
+	PACK16(Y10, Y11, X10, Y12, X12); \
+	VMOVDQU   X10, (R8); \
+	ADDQ      AX, R8
+
+	VROW(Y16, Y17)
+	VROW(Y18, Y19)
+	VROW(Y20, Y21)
+	VROW(Y22, Y23)
+	VROW(Y24, Y25)
+	VROW(Y26, Y27)
+	VROW(Y28, Y29)
+	VROW(Y30, Y31)
 	VZEROUPPER
 	RET
 
