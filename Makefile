@@ -4,6 +4,7 @@ GO ?= go
 BIN := bin
 PY ?= python3
 VENV := .venv
+TRITON_VENV := .venv-triton
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BINARIES := starling-agent starling-control starlingctl
 PKG_starling-agent := ./agent/cmd/starling-agent
@@ -26,13 +27,20 @@ build:
 demo: build
 	bash tools/demo/demo.sh
 
-# Services the tests talk to: a real Mosquitto (Debian) and the Go modules.
-test-deps:
+# Services the tests talk to: a real Mosquitto (Debian), the Go modules,
+# and the official Triton client the local API is checked with.
+test-deps: $(TRITON_VENV)/bin/python
 	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || { \
 		echo "installing mosquitto"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto >/dev/null; }
 	@command -v curl >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq curl >/dev/null; }
 	$(GO) mod download
+
+# The Python tritonclient (HTTP and gRPC) that agent/serve's tests drive.
+$(TRITON_VENV)/bin/python: agent/serve/testdata/tritonclient/requirements.txt
+	$(PY) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/pip install -q -r agent/serve/testdata/tritonclient/requirements.txt
+	@touch $@
 
 test: test-deps lint
 	$(GO) test -race -count=1 -timeout 20m ./...

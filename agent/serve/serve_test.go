@@ -22,6 +22,18 @@ import (
 // client for it.
 func startServer(t *testing.T, reg *Registry, opts Options) (*http.Client, string) {
 	t.Helper()
+	startServerWith(t, reg, &opts)
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", opts.Socket)
+	}}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}, opts.Socket
+}
+
+// startServerWith starts a server with opts (Socket, Registry, Version and
+// Logger filled in) until the test ends.
+func startServerWith(t *testing.T, reg *Registry, opts *Options) *Server {
+	t.Helper()
 	// Unix socket paths are limited to ~108 bytes; t.TempDir can be long.
 	dir, err := os.MkdirTemp("", "serve")
 	if err != nil {
@@ -32,7 +44,7 @@ func startServer(t *testing.T, reg *Registry, opts Options) (*http.Client, strin
 	opts.Registry = reg
 	opts.Version = "test"
 	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	s, err := New(opts)
+	s, err := New(*opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,15 +59,13 @@ func startServer(t *testing.T, reg *Registry, opts Options) (*http.Client, strin
 		if err := <-done; err != nil {
 			t.Errorf("Serve: %v", err)
 		}
-		if _, err := os.Stat(opts.Socket); !os.IsNotExist(err) {
-			t.Errorf("socket %s not removed on exit: %v", opts.Socket, err)
+		for _, p := range []string{opts.Socket, s.GRPCSocket()} {
+			if _, err := os.Stat(p); !os.IsNotExist(err) {
+				t.Errorf("socket %s not removed on exit: %v", p, err)
+			}
 		}
 	})
-	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", opts.Socket)
-	}}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr}, opts.Socket
+	return s
 }
 
 // loadDemo serves the real demo model (gotflite) as demo:version.
