@@ -29,7 +29,7 @@ demo: build
 
 # Services the tests talk to: a real Mosquitto (Debian), the Go modules,
 # and the official Triton client the local API is checked with.
-test-deps: $(TRITON_VENV)/bin/python
+test-deps: $(TRITON_VENV)/.installed
 	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || { \
 		echo "installing mosquitto"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto >/dev/null; }
@@ -37,10 +37,10 @@ test-deps: $(TRITON_VENV)/bin/python
 	$(GO) mod download
 
 # The Python tritonclient (HTTP and gRPC) that agent/serve's tests drive.
-$(TRITON_VENV)/bin/python: agent/serve/testdata/tritonclient/requirements.txt
+$(TRITON_VENV)/.installed: agent/serve/testdata/tritonclient/requirements.txt
 	$(PY) -m venv $(TRITON_VENV)
 	$(TRITON_VENV)/bin/pip install -q -r agent/serve/testdata/tritonclient/requirements.txt
-	@touch $@
+	@touch $@ # a stamp: bin/python is a symlink, touching it touches the system's
 
 test: test-deps lint
 	$(GO) test -race -count=1 -timeout 20m ./...
