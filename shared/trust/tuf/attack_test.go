@@ -2,6 +2,7 @@ package tuf
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"strings"
@@ -51,7 +52,7 @@ func newRepo(t testing.TB) *testRepo {
 	return r
 }
 
-func pubs(keys []*trust.PrivateKey) (out [][]byte) {
+func pubs(keys []*trust.PrivateKey) (out []ed25519.PublicKey) {
 	for _, k := range keys {
 		out = append(out, k.Public())
 	}
@@ -223,6 +224,20 @@ func TestAttackCatalogue(t *testing.T) {
 			r.signTargets(r.targets[0]) // only one of them
 			r.online(r.targetsVersion, r.snap[0], r.ts[0])
 		}, trust.ErrThreshold, "threshold", "2"},
+		{"wrong threshold: a new root signed by one of the two root keys it requires", func(t *testing.T, r *testRepo, d *device) {
+			r.root = append(r.root, mustKey(t))
+			spec := RootSpec{Version: 2, Expires: r.now.Add(DefaultRootExpiry), Root: pubs(r.root), RootThreshold: 2,
+				Targets: pubs(r.targets), Snapshot: pubs(r.snap), Timestamp: pubs(r.ts)}
+			md, err := NewRoot(spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := Sign(md, r.root[0]) // the old root's key alone
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.serve.Set("2.root.json", b)
+		}, trust.ErrThreshold, "threshold", "1"},
 		{"unknown key: a new root signed only by a key the old root does not trust", func(t *testing.T, r *testRepo, d *device) {
 			r.root = append(r.root, mustKey(t))
 			r.signRoot(r.root[1:]) // old root key missing

@@ -336,12 +336,12 @@ func classify(role string, delegator *metadata.Metadata[metadata.RootType], data
 		if delegator == nil {
 			delegator = self
 		}
-		if e := classifySignatures(delegator, role, sigs, err); !errors.Is(e, trust.ErrMalformed) || self == nil {
-			return e
+		if self != nil && delegator != self && delegator.VerifyDelegate(RoleRoot, self) == nil {
+			// A new root that the old root accepted but that does not
+			// meet its own threshold: judge it by its own keys.
+			return classifySignatures(self, role, sigs, err)
 		}
-		// A new root that the old root accepted but that does not meet
-		// its own threshold.
-		return classifySignatures(self, role, sigs, err)
+		return classifySignatures(delegator, role, sigs, err)
 	case errors.As(err, new(*metadata.ErrBadVersionNumber)):
 		return fmt.Errorf("%v: %w", err, trust.ErrRollback)
 	case errors.As(err, new(*metadata.ErrExpiredMetadata)):
