@@ -24,9 +24,9 @@ const maxQRow = 4096
 // point taken off (a padded tap reads as zero), and multiplies them with
 // the packed int16 weights: pairs of input channels, as VPMADDWD takes them.
 type ConvInt8 struct {
-	p      ConvParams
-	inOff  int32
-	taps   int
+	p     ConvParams
+	inOff int32
+	taps  int
 	// A gathered window is KH rows of rowLen int16s, tap (fy, fx) channel
 	// ci at fy*rowLen + fx*fxStep + ci. With no horizontal dilation a row
 	// is the KW*InC contiguous input values (one copy), rounded up to an
@@ -34,13 +34,13 @@ type ConvInt8 struct {
 	fxStep, rowLen int
 	kt             int // KH * rowLen, the GEMM depth
 	panels         int
-	packed []int16 // [panel][kt/2][tileN][2]
-	rq     []rqBlock
-	m      int
-	mTiles int
-	byN    bool
-	nBlock int
-	direct bool // 1x1, stride 1, no padding, even InC: a tile is 4 input rows
+	packed         []int16 // [panel][kt/2][tileN][2]
+	rq             []rqBlock
+	m              int
+	mTiles         int
+	byN            bool
+	nBlock         int
+	direct         bool // 1x1, stride 1, no padding, even InC: a tile is 4 input rows
 }
 
 // NewConvInt8 packs filter ([OutC][KH][KW][InC] int8, zero point 0 as

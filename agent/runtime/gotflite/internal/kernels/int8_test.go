@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+	"unsafe"
 )
 
 // refRequant is TFLite's MultiplyByQuantizedMultiplier written as the
@@ -389,5 +390,18 @@ func TestInt8RunAllocatesNothing(t *testing.T) {
 		} else {
 			run()
 		}
+	}
+}
+
+// TestRQBlockLayout holds the offsets that kernels_amd64.s hard-codes.
+func TestRQBlockLayout(t *testing.T) {
+	var b rqBlock
+	got := []uintptr{unsafe.Offsetof(b.mult), unsafe.Offsetof(b.left), unsafe.Offsetof(b.right),
+		unsafe.Offsetof(b.mask), unsafe.Offsetof(b.half), unsafe.Offsetof(b.multOdd),
+		unsafe.Offsetof(b.zero), unsafe.Offsetof(b.lo8), unsafe.Offsetof(b.hi8),
+		unsafe.Offsetof(b.nudge), unsafe.Sizeof(b)}
+	want := []uintptr{32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("rqBlock offsets and size %v, want %v", got, want)
 	}
 }

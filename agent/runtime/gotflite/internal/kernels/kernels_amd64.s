@@ -291,25 +291,24 @@ ret:
 	RET
 
 // REQUANT applies one rqBlock (at base register B) to the eight int32
-// sums in X (bias already added), leaving the clamped outputs in X as
-// int32s; T1-T3 are scratch. Offsets are rqBlock's fields: mult 32,
-// left 64, right 96, mask 128, half 160, zero 192, lo 224, hi 256,
-// nudge 288.
+// sums in X (bias already added), leaving in X the values plus the output
+// zero point, before the clamp (PACK16 applies that); T1, T2 are scratch
+// and T3 is unused. Offsets are rqBlock's fields: mult 32, left 64,
+// right 96, mask 128, half 160, multOdd 192, zero 224, nudge 320.
 //
 // The doubling high multiply is floor((x*m + 2^30) / 2^31), which equals
-// the reference's round-half-away-from-zero form for both signs; the low
-// 32 bits of a logical 64-bit shift are those of the arithmetic one.
+// the reference's round-half-away-from-zero form for both signs. Even
+// lanes take bits 31-62 of the 64-bit product with a right shift by 31;
+// odd lanes double theirs, which puts the same bits in the high dword.
 #define REQUANT(X, B, T1, T2, T3) \
 	VPSLLVD  64(B), X, X; \
-	VPMULDQ  32(B), X, T1; \
 	VPSRLQ   $32, X, T2; \
-	VPSRLQ   $32, 32(B), T3; \
-	VPMULDQ  T3, T2, T2; \
-	VPADDQ   288(B), T1, T1; \
-	VPADDQ   288(B), T2, T2; \
+	VPMULDQ  32(B), X, T1; \
+	VPMULDQ  192(B), T2, T2; \
+	VPADDQ   320(B), T1, T1; \
+	VPADDQ   320(B), T2, T2; \
 	VPSRLQ   $31, T1, T1; \
-	VPSRLQ   $31, T2, T2; \
-	VPSLLQ   $32, T2, T2; \
+	VPADDQ   T2, T2, T2; \
 	VPBLENDD $0xAA, T2, T1, X; \
 	VPAND    128(B), X, T1; \
 	VPSRAD   $31, X, T2; \
@@ -317,18 +316,20 @@ ret:
 	VPCMPGTD 160(B), T1, T1; \
 	VPSRAVD  96(B), X, X; \
 	VPSUBD   T1, X, X; \
-	VPADDD   192(B), X, X; \
-	VPMAXSD  224(B), X, X; \
-	VPMINSD  256(B), X, X
+	VPADDD   224(B), X, X
 
-// PACK16 packs the 16 int32s of LO (channels 0-7) and HI (8-15), already
-// in int8 range, into the low 16 bytes of LO; X names LO's XMM half and
-// TX a scratch XMM register.
-#define PACK16(LO, HI, X, TY, TX) \
+// PACK16 packs the 16 int32s of LO (channels 0-7) and HI (8-15) from
+// REQUANT into 16 int8s in X (LO's XMM half): saturating to int16, then to
+// int8, then clamping to lo8 (256(B)) and hi8 (288(B)). Saturation cannot
+// change a result: the clamp range lies inside int8, so a saturated value
+// clamps to the same bound. TX is a scratch XMM register.
+#define PACK16(LO, HI, X, TX, B) \
 	VPACKSSDW    HI, LO, LO; \
 	VPERMQ       $0xD8, LO, LO; \
 	VEXTRACTI128 $1, LO, TX; \
-	VPACKSSWB    TX, X, X
+	VPACKSSWB    TX, X, X; \
+	VPMAXSB      256(B), X, X; \
+	VPMINSB      288(B), X, X
 
 // func qtileAVX2(a *int16, lda, kp int, w *int16, rq *rqBlock, c *int8, ldc int)
 //
@@ -344,7 +345,7 @@ TEXT ·qtileAVX2(SB), NOSPLIT, $0-56
 	MOVQ    kp+16(FP), CX
 	MOVQ    w+24(FP), SI
 	MOVQ    rq+32(FP), DX
-	LEAQ    320(DX), DI
+	LEAQ    352(DX), DI
 	VMOVDQU (DX), Y0
 	VMOVDQU (DI), Y1
 	VMOVDQA Y0, Y2
@@ -394,16 +395,16 @@ qloop:
 
 	MOVQ    c+40(FP), R8
 	MOVQ    ldc+48(FP), AX
-	PACK16(Y0, Y1, X0, Y8, X8)
+	PACK16(Y0, Y1, X0, X8, DX)
 	VMOVDQU X0, (R8)
 	ADDQ    AX, R8
-	PACK16(Y2, Y3, X2, Y8, X8)
+	PACK16(Y2, Y3, X2, X8, DX)
 	VMOVDQU X2, (R8)
 	ADDQ    AX, R8
-	PACK16(Y4, Y5, X4, Y8, X8)
+	PACK16(Y4, Y5, X4, X8, DX)
 	VMOVDQU X4, (R8)
 	ADDQ    AX, R8
-	PACK16(Y6, Y7, X6, Y8, X8)
+	PACK16(Y6, Y7, X6, X8, DX)
 	VMOVDQU X6, (R8)
 	VZEROUPPER
 	RET
@@ -432,7 +433,7 @@ TEXT ·qtileVNNI(SB), NOSPLIT, $0-56
 	MOVQ rq+32(FP), DI
 
 	VMOVDQU   (DI), Y0
-	VMOVDQU   320(DI), Y1
+	VMOVDQU   352(DI), Y1
 	VMOVDQA64 Y0, Y16
 	VMOVDQA64 Y1, Y17
 	VMOVDQA64 Y0, Y18
@@ -483,7 +484,7 @@ vloop:
 	DECQ         CX
 	JNZ          vloop
 
-	LEAQ 320(DI), DX
+	LEAQ 352(DI), DX
 	MOVQ c+40(FP), R8
 	MOVQ ldc+48(FP), AX
 
@@ -492,7 +493,7 @@ vloop:
 	VMOVDQA64 B, Y11; \
 	REQUANT(Y10, DI, Y12, Y13, Y14); \
 	REQUANT(Y11, DX, Y12, Y13, Y14); \
-	PACK16(Y10, Y11, X10, Y12, X12); \
+	PACK16(Y10, Y11, X10, X12, DI); \
 	VMOVDQU   X10, (R8); \
 	ADDQ      AX, R8
 
@@ -563,19 +564,19 @@ dwtap32:
 	JNZ       dwtap32
 
 dwrq32:
-	LEAQ    320(R11), R13
+	LEAQ    352(R11), R13
 	REQUANT(Y0, R11, Y8, Y9, Y10)
 	REQUANT(Y1, R13, Y8, Y9, Y10)
-	LEAQ    640(R11), R12
-	LEAQ    960(R11), R13
+	LEAQ    704(R11), R12
+	LEAQ    1056(R11), R13
 	REQUANT(Y2, R12, Y8, Y9, Y10)
 	REQUANT(Y3, R13, Y8, Y9, Y10)
-	PACK16(Y0, Y1, X0, Y8, X8)
-	PACK16(Y2, Y3, X2, Y8, X8)
+	PACK16(Y0, Y1, X0, X8, R11)
+	PACK16(Y2, Y3, X2, X8, R11)
 	VMOVDQU X0, (R10)(BX*1)
 	VMOVDQU X2, 16(R10)(BX*1)
 	ADDQ    $32, BX
-	ADDQ    $1280, R11
+	ADDQ    $1408, R11
 	JMP     dwc32
 
 dwc16:
@@ -608,13 +609,13 @@ dwtap16:
 	JNZ       dwtap16
 
 dwrq16:
-	LEAQ    320(R11), R13
+	LEAQ    352(R11), R13
 	REQUANT(Y0, R11, Y4, Y5, Y6)
 	REQUANT(Y1, R13, Y4, Y5, Y6)
-	PACK16(Y0, Y1, X0, Y4, X4)
+	PACK16(Y0, Y1, X0, X4, R11)
 	VMOVDQU X0, (R10)(BX*1)
 	ADDQ    $16, BX
-	ADDQ    $640, R11
+	ADDQ    $704, R11
 	JMP     dwc16
 
 dwc8:
@@ -645,9 +646,11 @@ dwrq8:
 	VPACKSSDW Y0, Y0, Y0
 	VPERMQ    $0xD8, Y0, Y0
 	VPACKSSWB X0, X0, X0
+	VPMAXSB   256(R11), X0, X0
+	VPMINSB   288(R11), X0, X0
 	VMOVQ     X0, (R10)(BX*1)
 	ADDQ      $8, BX
-	ADDQ      $320, R11
+	ADDQ      $352, R11
 	JMP       dwc16
 
 dwnext:

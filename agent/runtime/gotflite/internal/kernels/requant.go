@@ -25,22 +25,27 @@ func (rq *Requant) check(channels int) error {
 	if rq.Lo > rq.Hi || rq.Lo < math.MinInt8 || rq.Hi > math.MaxInt8 {
 		return fmt.Errorf("%w: output clamp [%d, %d]", ErrGeometry, rq.Lo, rq.Hi)
 	}
+	if rq.OutZero < math.MinInt8 || rq.OutZero > math.MaxInt8 {
+		return fmt.Errorf("%w: output zero point %d", ErrGeometry, rq.OutZero)
+	}
 	return nil
 }
 
 // rqBlock is the requantization of 8 channels in the layout the assembly
-// reads: eight 8-lane vectors of int32 and one of four int64s.
+// reads (kernels_amd64.s hard-codes the offsets and the 352-byte size;
+// TestRQBlockLayout holds them): 32-byte vectors.
 type rqBlock struct {
-	bias  [8]int32 // used by the GEMM; the depthwise kernel takes its own
-	mult  [8]int32
-	left  [8]int32 // left shift
-	right [8]int32 // right shift, at most 31
-	mask  [8]int32 // 1<<right - 1
-	half  [8]int32 // mask >> 1
-	zero  [8]int32 // output zero point
-	lo    [8]int32
-	hi    [8]int32
-	nudge [4]int64 // 1 << 30
+	bias    [8]int32 // used by the GEMM; the depthwise kernel takes its own
+	mult    [8]int32
+	left    [8]int32 // left shift
+	right   [8]int32 // right shift, at most 31
+	mask    [8]int32 // 1<<right - 1
+	half    [8]int32 // mask >> 1
+	multOdd [8]int32 // the odd lanes' multipliers, in the even lanes
+	zero    [8]int32 // output zero point
+	lo8     [32]int8
+	hi8     [32]int8
+	nudge   [4]int64 // 1 << 30
 }
 
 // makeBlocks lays out rq (and bias, nil for none) for its channels in
@@ -52,7 +57,6 @@ func makeBlocks(rq *Requant, bias []int32, blocks int) []rqBlock {
 	for i := range bs {
 		b := &bs[i]
 		for j := range 8 {
-			b.zero[j], b.lo[j], b.hi[j] = rq.OutZero, rq.Lo, rq.Hi
 			c := i*8 + j
 			if c >= n {
 				continue
@@ -65,6 +69,15 @@ func makeBlocks(rq *Requant, bias []int32, blocks int) []rqBlock {
 			b.left[j], b.right[j] = int32(l), int32(r)
 			b.mask[j] = int32(int64(1)<<r - 1)
 			b.half[j] = b.mask[j] >> 1
+		}
+		for j := 0; j < 8; j += 2 {
+			b.multOdd[j] = b.mult[j+1]
+		}
+		for j := range b.zero {
+			b.zero[j] = rq.OutZero
+		}
+		for j := range b.lo8 {
+			b.lo8[j], b.hi8[j] = int8(rq.Lo), int8(rq.Hi)
 		}
 		for j := range b.nudge {
 			b.nudge[j] = 1 << 30
@@ -106,6 +119,6 @@ func requantGo(acc int32, b *rqBlock, j int) int8 {
 			x++
 		}
 	}
-	x += b.zero[j]
-	return int8(min(max(x, b.lo[j]), b.hi[j]))
+	x += b.zero[0]
+	return int8(min(max(x, int32(b.lo8[0])), int32(b.hi8[0])))
 }
