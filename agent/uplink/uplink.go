@@ -1,15 +1,18 @@
-// Package uplink is the agent's MQTT session with the control plane: a
-// persistent session (client id = device id, clean session off, QoS 1) with a
+// Package uplink is the agent's MQTT session with the control plane, over
+// TLS with the device certificate (mqtts://; plain mqtt:// only for
+// development listeners): a persistent session (client id = device id, clean session off, QoS 1) with a
 // retained "offline" last will, a retained "online" status after each
 // connect, reconnection with jittered exponential backoff, and resubscription
 // on every connect (which also redelivers the retained desired state). On top
 // of it: the desired-state feed, retained reported state, events, and the
-// chunked artifact fetch over fetch/req and fetch/resp.
+// chunked artifact fetch over fetch/req and fetch/resp (or HTTPFetcher's
+// range requests to the device API).
 package uplink
 
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -46,8 +49,14 @@ func JitterBackoff(base, max time.Duration) Backoff {
 
 // Options configure a Session. Broker and DeviceID are required.
 type Options struct {
-	// Broker is "mqtt://host:port" (or tcp://).
+	// Broker is "mqtts://host:port" (TLS; also ssl:// or tls://) or
+	// "mqtt://host:port" (plain; also tcp://, for development listeners).
 	Broker string
+	// TLSConfig is required for mqtts:// and refused with mqtt://: the
+	// device certificate and the fleet CA as the only root
+	// (enroll.Identity.TLSConfig). The broker takes the device id from the
+	// certificate, so DeviceID must be the certificate's.
+	TLSConfig *tls.Config
 	// DeviceID is the MQTT client id and the topic subtree.
 	DeviceID string
 	// ConnectTimeout bounds one connection attempt; default 10s.
@@ -113,9 +122,18 @@ func New(opts Options) (*Session, error) {
 	if !wire.ValidDeviceID(opts.DeviceID) {
 		return nil, fmt.Errorf("uplink.New: device id %q (want 1-64 of [A-Za-z0-9._-]): %w", opts.DeviceID, ErrOptions)
 	}
-	u, err := url.Parse(opts.Broker)
-	if err != nil || (u.Scheme != "mqtt" && u.Scheme != "tcp") || u.Host == "" {
-		return nil, fmt.Errorf("uplink.New: broker %q (want mqtt://host:port): %w", opts.Broker, ErrOptions)
+	if err := ParseBroker(opts.Broker); err != nil {
+		return nil, fmt.Errorf("uplink.New: %w", err)
+	}
+	u, _ := url.Parse(opts.Broker)
+	server := "tcp://" + u.Host
+	switch {
+	case TLSBroker(opts.Broker) && opts.TLSConfig == nil:
+		return nil, fmt.Errorf("uplink.New: broker %s uses TLS but no device certificate is configured (enroll the device first): %w", opts.Broker, ErrOptions)
+	case TLSBroker(opts.Broker):
+		server = "ssl://" + u.Host
+	case opts.TLSConfig != nil:
+		return nil, fmt.Errorf("uplink.New: the device has a certificate but broker %s is plain MQTT; use mqtts://: %w", opts.Broker, ErrOptions)
 	}
 	if opts.ChunkSize < 0 || opts.ChunkSize > wire.MaxChunk {
 		return nil, fmt.Errorf("uplink.New: chunk size %d outside 1..%d: %w", opts.ChunkSize, wire.MaxChunk, ErrOptions)
@@ -158,7 +176,7 @@ func New(opts Options) (*Session, error) {
 		metaWaiters: map[string]chan<- wire.MetadataResponse{},
 	}
 	co := mqtt.NewClientOptions().
-		AddBroker("tcp://"+u.Host).
+		AddBroker(server).
 		SetClientID(opts.DeviceID).
 		SetCleanSession(false).
 		SetKeepAlive(opts.KeepAlive).
@@ -166,6 +184,7 @@ func New(opts Options) (*Session, error) {
 		SetAutoReconnect(false). // Run reconnects, with jitter
 		SetConnectRetry(false).
 		SetOrderMatters(true).
+		SetTLSConfig(opts.TLSConfig).
 		SetWill(s.topic(wire.Status), wire.Offline, 1, true).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			s.ready.Store(false)
@@ -457,8 +476,23 @@ func (s *Session) Fetch(ctx context.Context, digest string, size, from int64, si
 // ParseBroker reports whether a broker URL is usable, for config checks.
 func ParseBroker(broker string) error {
 	u, err := url.Parse(broker)
-	if err != nil || (u.Scheme != "mqtt" && u.Scheme != "tcp") || u.Host == "" || strings.Contains(u.Host, "/") {
-		return fmt.Errorf("broker %q (want mqtt://host:port): %w", broker, ErrOptions)
+	if err != nil || u.Host == "" || strings.Contains(u.Host, "/") || u.Port() == "" || !knownScheme(u.Scheme) || strings.Trim(u.Path, "/") != "" {
+		return fmt.Errorf("broker %q (want mqtts://host:port, or mqtt://host:port for a plain development listener): %w", broker, ErrOptions)
 	}
 	return nil
+}
+
+// TLSBroker reports whether a broker URL asks for TLS (mqtts://, ssl://,
+// tls://).
+func TLSBroker(broker string) bool {
+	u, err := url.Parse(broker)
+	return err == nil && (u.Scheme == "mqtts" || u.Scheme == "ssl" || u.Scheme == "tls")
+}
+
+func knownScheme(s string) bool {
+	switch s {
+	case "mqtt", "tcp", "mqtts", "ssl", "tls":
+		return true
+	}
+	return false
 }

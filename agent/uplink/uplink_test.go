@@ -3,6 +3,7 @@ package uplink
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -44,6 +45,10 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		{Broker: "mqtt://127.0.0.1:1883", DeviceID: "bad/id"},
 		{Broker: "http://127.0.0.1:1883", DeviceID: "d"},
 		{Broker: "mqtt://127.0.0.1:1883", DeviceID: "d", ChunkSize: wire.MaxChunk + 1},
+		{Broker: "mqtt://127.0.0.1", DeviceID: "d"},
+		// TLS needs the device certificate; a certificate needs TLS.
+		{Broker: "mqtts://127.0.0.1:8883", DeviceID: "d"},
+		{Broker: "mqtt://127.0.0.1:1883", DeviceID: "d", TLSConfig: &tls.Config{}},
 	}
 	for _, o := range tests {
 		if _, err := New(o); !errors.Is(err, ErrOptions) {
