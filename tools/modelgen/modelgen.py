@@ -373,7 +373,7 @@ def keras_to_tflite(model, in_shape, out_name, quant=None, rep=None):
     return conv.convert()
 
 
-def legacy_uint8(frozen_module, rep):
+def legacy_uint8(frozen_module, rep, allow_custom_ops=False):
     """Converts with the TF1 converter's full-uint8 inference type, the
     scheme of older quantized models (asymmetric uint8 weights and
     activations). Activation ranges come from the converter's default range
@@ -393,6 +393,7 @@ def legacy_uint8(frozen_module, rep):
         conv.inference_type = tf.uint8
         conv.quantized_input_stats = {"serving_default_input": (mean, std)}
         conv.default_ranges_stats = (-8.0, 8.0)
+        conv.allow_custom_ops = allow_custom_ops
         return conv.convert()
 
 
@@ -460,6 +461,179 @@ family("ds_cnn_uint8", ds_cnn, KWS, "probabilities", 15, cases=4, quant="uint8")
 family("mobilenet_v2_int8_per_tensor", mobilenet_v2, IMG, "probabilities", 12, cases=2, quant="int8-per-tensor")
 family("ds_cnn_uint8_io", ds_cnn, KWS, "probabilities", 15, cases=4, quant="uint8-io")
 family("autoencoder_float_io", autoencoder, [1, 32], "reconstruction", 17, cases=4, quant="float-io")
+
+
+# ---------------------------------------------------------------------------
+# SSD-MobileNet v2 detection with the TFLite_Detection_PostProcess custom op.
+#
+# The TF Object Detection API's TF2 TFLite export (export_tflite_graph_lib_tf2)
+# ends the graph with an empty tf.function whose experimental_implements
+# attribute names "TFLite_Detection_PostProcess" and lists the op's
+# attributes as NameAttrList text; the converter fuses the function into the
+# custom op (allow_custom_ops=True) and writes the attributes as its
+# FlexBuffer custom options. This builder does the same on a small
+# MobileNet v2 backbone with two SSDLite feature maps.
+
+SSD_SIZE = 96  # input 96x96x3
+SSD_CLASSES = 3  # plus background
+SSD_ANCHORS_PER_CELL = 3
+
+
+def ssd_postprocess_attrs(max_detections=20, max_classes_per_detection=1, detections_per_class=5,
+                          regular_nms=False, score_threshold=0.5, iou_threshold=0.5):
+    """The experimental_implements string, in the TF2 exporter's format."""
+    return " ".join(
+        [
+            'name: "TFLite_Detection_PostProcess"',
+            'attr { key: "max_detections" value { i: %d } }' % max_detections,
+            'attr { key: "max_classes_per_detection" value { i: %d } }' % max_classes_per_detection,
+            'attr { key: "detections_per_class" value { i: %d } }' % detections_per_class,
+            'attr { key: "use_regular_nms" value { b: %s } }' % str(regular_nms).lower(),
+            'attr { key: "nms_score_threshold" value { f: %f } }' % score_threshold,
+            'attr { key: "nms_iou_threshold" value { f: %f } }' % iou_threshold,
+            'attr { key: "y_scale" value { f: %f } }' % 10.0,
+            'attr { key: "x_scale" value { f: %f } }' % 10.0,
+            'attr { key: "h_scale" value { f: %f } }' % 5.0,
+            'attr { key: "w_scale" value { f: %f } }' % 5.0,
+            'attr { key: "num_classes" value { i: %d } }' % SSD_CLASSES,
+        ]
+    )
+
+
+def ssd_anchors(grids):
+    """SSD anchors in the op's center-size layout [ycenter, xcenter, h, w],
+    normalised to the image: per cell, a square anchor and two of aspect
+    ratio 2 and 1/2, scales growing with the feature map's stride."""
+    out = []
+    for k, g in enumerate(grids):
+        scale = 0.2 + 0.3 * k
+        for y in range(g):
+            for x in range(g):
+                for ar in (1.0, 2.0, 0.5):
+                    out.append([(y + 0.5) / g, (x + 0.5) / g, scale / np.sqrt(ar), scale * np.sqrt(ar)])
+    return np.asarray(out, np.float32)
+
+
+def ssd_mobilenet_v2_heads():
+    """The backbone and SSDLite box predictor as a Keras model: image ->
+    (box encodings [1, A, 4], class logits [1, A, classes + 1])."""
+    keras, L = keras_layers()
+    inp = image_input(SSD_SIZE)
+    x = conv_bn(inp, 8, strides=2)  # 48
+    for t, c, st in [(1, 8, 1), (4, 12, 2), (4, 12, 1), (4, 16, 2), (4, 16, 1), (4, 24, 2)]:
+        x = inverted_residual(x, t, c, strides=st)  # 6x6 after the last
+    f1 = x
+    f2 = inverted_residual(f1, 4, 32, strides=2)  # 3x3
+    boxes, classes = [], []
+    for f in (f1, f2):
+        g = f.shape[1]
+        h = depthwise_bn(f)
+        # Initialised so that (untrained) scores spread over (0, 1) and
+        # boxes move off their anchors: NMS and the score threshold both
+        # have work to do.
+        b = L.Conv2D(SSD_ANCHORS_PER_CELL * 4, 1, kernel_initializer=keras.initializers.RandomNormal(0.0, 0.2))(h)
+        c = L.Conv2D(
+            SSD_ANCHORS_PER_CELL * (SSD_CLASSES + 1),
+            1,
+            kernel_initializer=keras.initializers.RandomNormal(0.0, 0.3),
+            bias_initializer=keras.initializers.RandomNormal(-1.0, 0.5),
+        )(h)
+        boxes.append(L.Reshape((g * g * SSD_ANCHORS_PER_CELL, 4))(b))
+        classes.append(L.Reshape((g * g * SSD_ANCHORS_PER_CELL, SSD_CLASSES + 1))(c))
+    return keras.Model(inp, [L.Concatenate(axis=1)(boxes), L.Concatenate(axis=1)(classes)]), [6, 3]
+
+
+def calibrate_batchnorm(m, xs):
+    """Sets every BatchNormalization layer's moving statistics to those of
+    its input on xs, in order, as training would: untrained random
+    statistics let the input's contribution fade within a few blocks, and a
+    detector whose scores ignore the image would make a weak test."""
+    keras, L = keras_layers()
+    batch = np.concatenate(xs)
+    for layer in m.layers:
+        if isinstance(layer, L.BatchNormalization):
+            a = keras.Model(m.inputs, layer.input)(batch, training=False).numpy()
+            layer.moving_mean.assign(a.mean(axis=(0, 1, 2)))
+            layer.moving_variance.assign(a.var(axis=(0, 1, 2)) + 1e-3)
+
+
+def smooth_inputs(rng, n, cells=6):
+    """n images of cells x cells flat squares on the 1/64 grid: large
+    structures, unlike per-pixel noise, which averages away in a deep
+    network."""
+    block = SSD_SIZE // cells
+    return [np.kron(g, np.ones((1, block, block, 1), np.float32)) for g in grid_inputs(rng, [1, cells, cells, 3], n)]
+
+
+def ssd_builder(name, seed, quant=None, **attrs):
+    """Registers an SSD-MobileNet v2 variant; attrs go to
+    ssd_postprocess_attrs. quant is None or "int8" (full-integer, int8
+    input; the post-processing inputs are what the converter makes them)."""
+
+    @model(name)
+    def builder():
+        from tensorflow.python.framework.convert_to_constants import (  # noqa: PLC0415
+            convert_variables_to_constants_v2,
+        )
+
+        rng = seeded(seed)
+        heads, grids = ssd_mobilenet_v2_heads()
+        rep = smooth_inputs(rng, 16)
+        calibrate_batchnorm(heads, rep)
+        anchors = tf.constant(ssd_anchors(grids))
+        shape = [1, SSD_SIZE, SSD_SIZE, 3]
+
+        @tf.function(experimental_implements=ssd_postprocess_attrs(**attrs))
+        def postprocess(box_encodings, class_predictions, anchors):
+            # A placeholder body: the converter replaces the whole function
+            # with the custom op.
+            boxes = tf.constant(0.0, dtype=tf.float32, name="boxes")
+            scores = tf.constant(0.0, dtype=tf.float32, name="scores")
+            classes = tf.constant(0.0, dtype=tf.float32, name="classes")
+            num = tf.constant(0.0, dtype=tf.float32, name="num_detections")
+            return boxes, classes, scores, num
+
+        class Heads(tf.Module):
+            @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32, name="input")])
+            def serve(self, x):
+                b, c = heads(x, training=False)
+                return b, c
+
+        frozen = convert_variables_to_constants_v2(Heads().serve.get_concrete_function())
+
+        class SSD(tf.Module):
+            @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32, name="input")])
+            def serve(self, x):
+                b, c = frozen(x)
+                # The SSD exporter's score conversion: sigmoid.
+                b, c, s, n = postprocess(b, tf.sigmoid(c), anchors)
+                return {"detection_boxes": b, "detection_classes": c, "detection_scores": s, "num_detections": n}
+
+        m = SSD()
+        if quant == "uint8":
+            tfl = legacy_uint8(m, rep, allow_custom_ops=True)
+            xs = smooth_inputs(rng, 3)
+            return tfl, [{"input": quantize_input(tfl, x)} for x in xs]
+        conv = tf.lite.TFLiteConverter.from_concrete_functions([m.serve.get_concrete_function()], m)
+        conv.allow_custom_ops = True
+        if quant == "int8":
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv.representative_dataset = lambda: ({"input": x} for x in rep)
+            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            conv.inference_input_type = tf.int8
+        elif quant is not None:
+            raise ValueError(quant)
+        tfl = conv.convert()
+        xs = smooth_inputs(rng, 3)
+        return tfl, [{"input": quantize_input(tfl, x)} for x in xs]
+
+    return builder
+
+
+ssd_builder("ssd_mobilenet_v2", 31)
+ssd_builder("ssd_mobilenet_v2_int8", 31, quant="int8")
+# A high score threshold leaves fewer than max_detections: the padded tail.
+ssd_builder("ssd_mobilenet_v2_regular_nms", 31, regular_nms=True, score_threshold=0.85)
 
 
 # ---------------------------------------------------------------------------

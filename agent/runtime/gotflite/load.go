@@ -26,19 +26,23 @@ var customOps = map[string]prepareFunc{}
 
 // opPrep is what an operator's preparation sees.
 type opPrep struct {
-	index   int    // operator index in the subgraph
-	name    string // operator name, e.g. "CONV_2D"
-	version int32
-	op      *fbOperator
-	ins     []*tinfo // nil for an omitted optional input (-1)
-	outs    []*tinfo
-	threads int
-	scratch *int // the largest int32 scratch any operator needs
+	index    int    // operator index in the subgraph
+	name     string // operator name, e.g. "CONV_2D"
+	version  int32
+	op       *fbOperator
+	ins      []*tinfo // nil for an omitted optional input (-1)
+	outs     []*tinfo
+	threads  int
+	scratch  *int // the largest int32 scratch any operator needs
+	fscratch *int // the largest float32 scratch any operator needs
 }
 
 // needScratch reserves n int32s of per-executor scratch for the kernel.
 // Operators run one at a time on an executor, so they share it.
 func (p *opPrep) needScratch(n int) { *p.scratch = max(*p.scratch, n) }
+
+// needFloatScratch reserves n float32s of per-executor scratch.
+func (p *opPrep) needFloatScratch(n int) { *p.fscratch = max(*p.fscratch, n) }
 
 // arity checks the operator's input and output counts.
 func (p *opPrep) arity(minIn, maxIn, nOut int) error {
@@ -96,12 +100,13 @@ func types(t *tinfo, role string, allowed ...ttype) error {
 
 // loader builds a model from a decoded file.
 type loader struct {
-	e       *Engine
-	fm      *fbModel
-	sg      *fbSubgraph
-	tensors []tinfo
-	threads int
-	scratch int
+	e        *Engine
+	fm       *fbModel
+	sg       *fbSubgraph
+	tensors  []tinfo
+	threads  int
+	scratch  int
+	fscratch int
 }
 
 // load is Engine.Load after the option defaults are applied.
@@ -134,6 +139,7 @@ func (e *Engine) load(artifact []byte, threads int) (*model, error) {
 	}
 	m.tensors = l.tensors
 	m.scratch = l.scratch
+	m.fscratch = l.fscratch
 	m.sig = l.signature(sig, m.ins, m.outs)
 	m.init(e.opts.MaxConcurrent)
 	return m, nil
@@ -350,7 +356,7 @@ func (l *loader) prepareOps(ins, outs []int) ([]kernel, []string, error) {
 			return nil, nil, err
 		}
 		names[i] = name
-		p := &opPrep{index: i, name: name, version: version, op: op, threads: l.threads, scratch: &l.scratch}
+		p := &opPrep{index: i, name: name, version: version, op: op, threads: l.threads, scratch: &l.scratch, fscratch: &l.fscratch}
 		p.ins = make([]*tinfo, len(op.inputs))
 		for j, ti := range op.inputs {
 			if ti == -1 {

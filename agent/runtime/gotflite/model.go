@@ -19,15 +19,16 @@ import (
 // Options.MaxConcurrent executors exist; a Run that finds none free waits
 // for one or for its context.
 type model struct {
-	sig     runtime.Signature
-	tensors []tinfo
-	ins     []int // tensor indices, in signature order
-	outs    []int
-	kernels []kernel
-	opNames []string
-	sizes   arenaSizes
-	scratch int // int32s of per-executor scratch
-	threads int
+	sig      runtime.Signature
+	tensors  []tinfo
+	ins      []int // tensor indices, in signature order
+	outs     []int
+	kernels  []kernel
+	opNames  []string
+	sizes    arenaSizes
+	scratch  int // int32s of per-executor scratch
+	fscratch int // float32s of per-executor scratch
+	threads  int
 
 	free   chan *executor // idle executors
 	tokens chan struct{}  // one per executor that may still be created
@@ -39,11 +40,12 @@ var _ runtime.Model = (*model)(nil)
 
 // executor is the mutable state of one inference.
 type executor struct {
-	a       arenas
-	v       views
-	threads int
-	pool    *workers // nil when threads is 1
-	scratch []int32  // shared by the operators, one at a time
+	a        arenas
+	v        views
+	threads  int
+	pool     *workers  // nil when threads is 1
+	scratch  []int32   // shared by the operators, one at a time
+	fscratch []float32 // likewise
 }
 
 func (m *model) init(maxConcurrent int) {
@@ -55,7 +57,7 @@ func (m *model) init(maxConcurrent int) {
 }
 
 func (m *model) newExecutor() *executor {
-	ex := &executor{threads: m.threads, scratch: make([]int32, m.scratch)}
+	ex := &executor{threads: m.threads, scratch: make([]int32, m.scratch), fscratch: make([]float32, m.fscratch)}
 	if m.threads > 1 {
 		ex.pool = startWorkers(m.threads - 1)
 	}
