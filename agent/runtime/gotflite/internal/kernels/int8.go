@@ -280,6 +280,11 @@ type DepthwiseInt8 struct {
 	// folds holds the folded bias of each set of in-range taps (a bit
 	// mask) that the output positions use, computed at plan time.
 	folds []fold
+	// paired holds the weights of taps 2p and 2p+1 interleaved,
+	// [pair][cpad][2] (a zero weight pairs with an odd last tap), for the
+	// kernel that multiplies two taps at once on interior rows.
+	paired []int16
+	pairs  int
 }
 
 // fold is the bias of DepthwiseInt8 with the input zero point's share
@@ -339,6 +344,13 @@ func NewDepthwiseInt8(p ConvParams, inZero int32, filter []int8, bias []int32, r
 	}
 	d.oxB = max(d.oxB, d.oxA)
 	d.planFolds()
+	d.pairs = (taps + 1) / 2
+	d.paired = make([]int16, d.pairs*d.cpad*2)
+	for t := 0; t < taps; t++ {
+		for c := 0; c < ch; c++ {
+			d.paired[((t/2)*d.cpad+c)*2+t%2] = int16(filter[t*ch+c])
+		}
+	}
 	return d, nil
 }
 
@@ -450,7 +462,19 @@ func (d *DepthwiseInt8) Run(x, y []int8, lo, hi int) {
 				}
 			}
 			fb := d.biasFor(mask, tapIdx[:n], bias[:d.cpad])
-			d.pixels(d.oxB-d.oxA, &ins, &ws, tapIdx[:n], p.StrideW*ch, fb, row[d.oxA*ch:])
+			if vec := ch &^ 15; n == d.taps && haveAVX2 && vec > 0 {
+				// Every tap inside: two taps per multiply.
+				if n%2 == 1 {
+					ins[n] = ins[n-1] // pairs with a zero weight
+				}
+				dwI8PairAVX2(d.oxB-d.oxA, &ins[0], &d.paired[0], d.pairs, p.StrideW*ch, vec, &fb[0], &d.rq[0],
+					&row[d.oxA*ch], ch, d.cpad*4)
+				if vec < ch {
+					d.pixelsFrom(vec, d.oxB-d.oxA, &ins, tapIdx[:n], p.StrideW*ch, fb, row[d.oxA*ch:])
+				}
+			} else {
+				d.pixels(d.oxB-d.oxA, &ins, &ws, tapIdx[:n], p.StrideW*ch, fb, row[d.oxA*ch:])
+			}
 		}
 		for ox := 0; ox < p.OutW; ox++ {
 			if ox == d.oxA && d.oxB > d.oxA {
@@ -508,9 +532,14 @@ func (d *DepthwiseInt8) pixels(n int, ins, ws *[maxTaps]unsafe.Pointer, taps []i
 			dwI8AVX2(n, &ins[0], &ws[0], len(taps), step, vec, &bias[0], &d.rq[0], &out[0], ch)
 		}
 	}
-	if vec == ch {
-		return
+	if vec < ch {
+		d.pixelsFrom(vec, n, ins, taps, step, bias, out)
 	}
+}
+
+// pixelsFrom is the portable part of pixels, over channels [c0, C).
+func (d *DepthwiseInt8) pixelsFrom(c0, n int, ins *[maxTaps]unsafe.Pointer, taps []int, step int, bias []int32, out []int8) {
+	ch, vec := d.p.OutC, c0
 	for i := 0; i < n; i++ {
 		o := out[i*ch:][:ch]
 		for c := vec; c < ch; c++ {

@@ -56,3 +56,9 @@ func widenAVX2(dst *int16, src *int8, n int, off int32)
 //
 //go:noescape
 func dotI16AVX2(a, b *int16, n int) int32
+
+// dwI8PairAVX2 is DepthwiseInt8's kernel for a full tap set, two taps per
+// multiply; ch is a multiple of 16 and wstride the bytes per tap pair.
+//
+//go:noescape
+func dwI8PairAVX2(n int, ins *unsafe.Pointer, w *int16, pairs, step, ch int, bias *int32, rq *rqBlock, out *int8, outStep, wstride int)

@@ -37,3 +37,7 @@ func dotI16AVX2(a, b *int16, n int) int32 { panic("kernels: no AVX2 on this arch
 func qtileVNNI(a *int16, lda, kp int, w *int16, rq *rqBlock, c *int8, ldc int) {
 	panic("kernels: no AVX512-VNNI on this architecture")
 }
+
+func dwI8PairAVX2(n int, ins *unsafe.Pointer, w *int16, pairs, step, ch int, bias *int32, rq *rqBlock, out *int8, outStep, wstride int) {
+	panic("kernels: no AVX2 on this architecture")
+}
