@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/starling-edge/starling/agent/cache"
+	"github.com/starling-edge/starling/agent/enroll"
 	"github.com/starling-edge/starling/agent/reconcile"
 	"github.com/starling-edge/starling/agent/serve"
 	"github.com/starling-edge/starling/agent/tufclient"
@@ -28,11 +29,18 @@ import (
 // shared/version (see the Makefile's LDFLAGS).
 var Version = version.Version
 
-// Options configure an Agent. DeviceID, Broker, DataDir and Verifier are
-// required.
+// Options configure an Agent. Broker, DataDir and TrustRoot (or
+// Verifier) are required, and DeviceID or Identity.
 type Options struct {
+	// DeviceID is the device's id; default Identity's. One that
+	// disagrees with Identity is refused.
 	DeviceID string
-	// Broker is the MQTT broker URL, mqtt://host:port.
+	// Identity is the device's fleet identity (agent/enroll), required
+	// for an mqtts:// broker: the MQTT session and the HTTPS fetchers
+	// present its certificate and trust only the fleet CA.
+	Identity *enroll.Identity
+	// Broker is the MQTT broker URL: mqtts://host:port (with Identity),
+	// or mqtt://host:port for a development listener.
 	Broker string
 	// DataDir holds the cache file (cache.db); created 0700 if missing.
 	DataDir string
@@ -47,8 +55,13 @@ type Options struct {
 	// is set.
 	TrustRoot []byte
 	// MetadataURL, when set, reads TUF metadata over HTTP from this
-	// control plane URL; by default it is read over MQTT.
+	// control plane URL (over HTTPS with Identity: the device API); by
+	// default it is read over MQTT.
 	MetadataURL string
+	// ArtifactURL, when set, downloads artifacts with range requests from
+	// this device API URL (https, needs Identity); by default they come
+	// in chunks over MQTT.
+	ArtifactURL string
 	// Verifier replaces the TUF verifier built from TrustRoot (tests).
 	Verifier reconcile.Verifier
 	// Uplink tuning; DeviceID, Broker, OnDesired and Logger are set by
@@ -85,6 +98,15 @@ type Agent struct {
 // New checks opts and opens the cache. Nothing listens or connects until
 // Run; Run closes what New opened.
 func New(opts Options) (*Agent, error) {
+	if id := opts.Identity; id != nil {
+		if opts.DeviceID != "" && opts.DeviceID != id.DeviceID {
+			return nil, fmt.Errorf("agent.New: device id %q disagrees with the device certificate, which is for %q (the id comes from the certificate; drop --device-id or fix it): %w", opts.DeviceID, id.DeviceID, ErrConfig)
+		}
+		opts.DeviceID = id.DeviceID
+	}
+	if opts.ArtifactURL != "" && opts.Identity == nil {
+		return nil, fmt.Errorf("agent.New: artifact URL %s needs the device identity: %w", opts.ArtifactURL, ErrConfig)
+	}
 	if !wire.ValidDeviceID(opts.DeviceID) {
 		return nil, fmt.Errorf("agent.New: device id %q: %w", opts.DeviceID, ErrConfig)
 	}
@@ -116,6 +138,9 @@ func New(opts Options) (*Agent, error) {
 	}
 	uo := opts.Uplink
 	uo.DeviceID, uo.Broker, uo.Logger = opts.DeviceID, opts.Broker, opts.Logger
+	if opts.Identity != nil {
+		uo.TLSConfig = opts.Identity.TLSConfig()
+	}
 	uo.OnDesired = func(ds wire.DesiredState) { a.rec.Submit(ds) }
 	if a.session, err = uplink.New(uo); err != nil {
 		return nil, fmt.Errorf("agent.New: %w", err)
@@ -127,16 +152,24 @@ func New(opts Options) (*Agent, error) {
 	if verifier == nil {
 		var fetcher tuf.Fetcher = a.session
 		if opts.MetadataURL != "" {
-			fetcher = &tufclient.HTTPFetcher{Base: opts.MetadataURL}
+			hf := &tufclient.HTTPFetcher{Base: opts.MetadataURL}
+			if opts.Identity != nil {
+				hf.Client = opts.Identity.HTTPClient(30 * time.Second)
+			}
+			fetcher = hf
 		}
 		if verifier, err = tufclient.New(tufclient.Options{Root: opts.TrustRoot, Store: a.cache, Fetcher: fetcher, AgentVersion: Version}); err != nil {
 			a.cache.Close()
 			return nil, fmt.Errorf("agent.New: %w", err)
 		}
 	}
+	var artifacts reconcile.Fetcher = a.session
+	if opts.ArtifactURL != "" {
+		artifacts = &uplink.HTTPFetcher{Base: opts.ArtifactURL, Client: opts.Identity.HTTPClient(0), ChunkSize: opts.Uplink.ChunkSize}
+	}
 	a.rec, err = reconcile.New(reconcile.Options{
 		DeviceID: opts.DeviceID, AgentVersion: Version,
-		Cache: a.cache, Verifier: verifier, Fetcher: a.session, Reporter: a.session,
+		Cache: a.cache, Verifier: verifier, Fetcher: artifacts, Reporter: a.session,
 		Registry: a.registry, EnginePreference: opts.EnginePreference, CacheBytes: opts.CacheBytes,
 		Logger: opts.Logger,
 	})

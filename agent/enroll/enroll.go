@@ -113,13 +113,15 @@ func (id *Identity) TLSConfig() *tls.Config {
 }
 
 // HTTPClient returns a client for the device API with this identity
-// (mutual TLS, fleet CA only) and the given overall timeout (0: none).
+// (mutual TLS, fleet CA only) and the given overall timeout (0: none; the
+// answer's headers must still come within 30s).
 func (id *Identity) HTTPClient(timeout time.Duration) *http.Client {
 	return &http.Client{Timeout: timeout, Transport: &http.Transport{
-		TLSClientConfig:     id.TLSConfig(),
-		TLSHandshakeTimeout: 10 * time.Second,
-		MaxIdleConnsPerHost: 4,
-		IdleConnTimeout:     time.Minute,
+		TLSClientConfig:       id.TLSConfig(),
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: 30 * time.Second,
+		MaxIdleConnsPerHost:   4,
+		IdleConnTimeout:       time.Minute,
 	}}
 }
 

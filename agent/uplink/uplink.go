@@ -1,7 +1,7 @@
 // Package uplink is the agent's MQTT session with the control plane, over
 // TLS with the device certificate (mqtts://; plain mqtt:// only for
-// development listeners): a persistent session (client id = device id, clean session off, QoS 1) with a
-// retained "offline" last will, a retained "online" status after each
+// development listeners): a persistent session (client id = device id,
+// clean session off, QoS 1) with a retained "offline" last will, a retained "online" status after each
 // connect, reconnection with jittered exponential backoff, and resubscription
 // on every connect (which also redelivers the retained desired state). On top
 // of it: the desired-state feed, retained reported state, events, and the

@@ -11,9 +11,11 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/starling-edge/starling/agent"
+	"github.com/starling-edge/starling/agent/enroll"
 	_ "github.com/starling-edge/starling/agent/runtime/gotflite" // registers the pure-Go TFLite engine
 	"github.com/starling-edge/starling/agent/uplink"
 )
@@ -38,8 +40,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("trust_root: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	id, err := identity(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	deviceID := cfg.DeviceID
+	if id != nil {
+		deviceID = id.DeviceID
+	}
 	a, err := agent.New(agent.Options{
 		DeviceID:     cfg.DeviceID,
+		Identity:     id,
 		Broker:       cfg.Broker,
 		DataDir:      cfg.Data,
 		Socket:       cfg.Socket,
@@ -48,14 +59,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Serving:      cfg.Serving,
 		TrustRoot:    root,
 		MetadataURL:  cfg.MetadataURL,
+		ArtifactURL:  cfg.ArtifactURL,
 		Uplink:       uplink.Options{ChunkSize: cfg.ChunkSize},
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		CacheBytes:   cfg.CacheBytes,
 		Logger:       log,
 		OnServing: func(socket, tcp string) {
-			fmt.Fprintf(stdout, "starling-agent: device %s serving on unix:%s\n", cfg.DeviceID, socket)
+			fmt.Fprintf(stdout, "starling-agent: device %s serving on unix:%s\n", deviceID, socket)
 			if tcp != "" {
-				fmt.Fprintf(stdout, "starling-agent: device %s serving on http://%s\n", cfg.DeviceID, tcp)
+				fmt.Fprintf(stdout, "starling-agent: device %s serving on http://%s\n", deviceID, tcp)
 			}
 		},
 	})
@@ -65,6 +77,37 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return a.Run(ctx)
 }
 
+// identity returns the device's fleet identity for a TLS broker: the one
+// stored in the data directory, or a new one from the enrollment token
+// (nil for a plain development broker).
+func identity(ctx context.Context, cfg agent.Config, log *slog.Logger) (*enroll.Identity, error) {
+	if !cfg.TLS() {
+		return nil, nil
+	}
+	opts := enroll.Options{
+		Dir: cfg.IdentityDir(), URL: cfg.EnrollURL, Token: cfg.EnrollToken, DeviceID: cfg.DeviceID,
+		CAFingerprint: cfg.CAFingerprint, Logger: log.With("component", "enroll"),
+	}
+	// The token and the CA file are read only when the device still has
+	// to enroll: once it holds a certificate they may be gone.
+	if _, err := enroll.Load(opts.Dir); errors.Is(err, enroll.ErrNotEnrolled) {
+		if cfg.EnrollTokenFile != "" {
+			b, err := os.ReadFile(cfg.EnrollTokenFile)
+			if err != nil {
+				return nil, fmt.Errorf("enroll_token_file: %w", err)
+			}
+			opts.Token = strings.TrimSpace(string(b))
+		}
+		if cfg.CAFile != "" {
+			if opts.CAPEM, err = os.ReadFile(cfg.CAFile); err != nil {
+				return nil, fmt.Errorf("ca_file: %w", err)
+			}
+		}
+	}
+	id, _, err := enroll.Ensure(ctx, opts)
+	return id, err
+}
+
 // parseConfig applies Default -> --config file -> flags, then Validate.
 func parseConfig(args []string, stderr io.Writer) (agent.Config, error) {
 	cfg := agent.Default()
@@ -72,12 +115,18 @@ func parseConfig(args []string, stderr io.Writer) (agent.Config, error) {
 	fs.SetOutput(stderr)
 	configFile := fs.String("config", "", "YAML config `file` (same fields as the flags)")
 	var flagCfg agent.Config
-	fs.StringVar(&flagCfg.DeviceID, "device-id", "", "device `id` (1-64 of [A-Za-z0-9._-])")
-	fs.StringVar(&flagCfg.Broker, "broker", "", "MQTT broker `url`, mqtt://host:port (default "+cfg.Broker+")")
+	fs.StringVar(&flagCfg.DeviceID, "device-id", "", "device `id` (1-64 of [A-Za-z0-9._-]); with mqtts:// it comes from the certificate and may be left out")
+	fs.StringVar(&flagCfg.Broker, "broker", "", "MQTT broker `url`: mqtts://host:port with the device certificate, or mqtt://host:port for a development listener (default "+cfg.Broker+")")
 	fs.StringVar(&flagCfg.Data, "data", "", "`dir` for the model cache and state (default "+cfg.Data+")")
 	fs.StringVar(&flagCfg.Socket, "socket", "", "unix socket `path` for the local API (default DIR/agent.sock)")
 	fs.StringVar(&flagCfg.TrustRoot, "trust-root", "", "operator's TUF root.json `file` (the device's trust anchor)")
-	fs.StringVar(&flagCfg.MetadataURL, "metadata-url", "", "control plane `url` to read TUF metadata from over HTTP (default: over MQTT)")
+	fs.StringVar(&flagCfg.MetadataURL, "metadata-url", "", "control plane `url` to read TUF metadata from over HTTP(S); the device API with mqtts:// (default: over MQTT)")
+	fs.StringVar(&flagCfg.ArtifactURL, "artifact-url", "", "device API `url` (https) to download artifacts from with the device certificate (default: over MQTT)")
+	fs.StringVar(&flagCfg.EnrollURL, "enroll-url", "", "control plane device API `url`, https://host:port, to enroll at (first start only)")
+	fs.StringVar(&flagCfg.EnrollToken, "enroll-token", "", "one-time enrollment `token` from starlingctl device enroll-token (first start only)")
+	fs.StringVar(&flagCfg.EnrollTokenFile, "enroll-token-file", "", "`file` holding the enrollment token (first start only)")
+	fs.StringVar(&flagCfg.CAFile, "ca-file", "", "fleet CA certificate `file` (PEM) to pin when enrolling")
+	fs.StringVar(&flagCfg.CAFingerprint, "ca-fingerprint", "", "fleet CA `fingerprint` (sha256:...) to pin when enrolling, as starling-control prints it")
 	fs.StringVar(&flagCfg.TCP, "tcp", "", "optional loopback `addr` for the local API, e.g. 127.0.0.1:8080")
 	fs.StringVar(&flagCfg.Serving.GRPCTCP, "grpc-tcp", "", "optional loopback `addr` for the local gRPC API, e.g. 127.0.0.1:8081")
 	fs.IntVar(&flagCfg.ChunkSize, "chunk-size", 0, "artifact fetch chunk size in `bytes` (default 262144)")
@@ -106,6 +155,18 @@ func parseConfig(args []string, stderr io.Writer) (agent.Config, error) {
 			cfg.TrustRoot = flagCfg.TrustRoot
 		case "metadata-url":
 			cfg.MetadataURL = flagCfg.MetadataURL
+		case "artifact-url":
+			cfg.ArtifactURL = flagCfg.ArtifactURL
+		case "enroll-url":
+			cfg.EnrollURL = flagCfg.EnrollURL
+		case "enroll-token":
+			cfg.EnrollToken = flagCfg.EnrollToken
+		case "enroll-token-file":
+			cfg.EnrollTokenFile = flagCfg.EnrollTokenFile
+		case "ca-file":
+			cfg.CAFile = flagCfg.CAFile
+		case "ca-fingerprint":
+			cfg.CAFingerprint = flagCfg.CAFingerprint
 		case "tcp":
 			cfg.TCP = flagCfg.TCP
 		case "grpc-tcp":

@@ -101,11 +101,24 @@ func TestRunServesAndStopsCleanly(t *testing.T) {
 func TestRunRejectsBadConfig(t *testing.T) {
 	dir := t.TempDir()
 	key := writeKey(t, dir)
+	fp := "sha256:" + strings.Repeat("ab", 32)
 	tests := []struct {
 		args []string
 		want string
 	}{
-		{[]string{"--trust-root", key, "--data", dir}, "device_id:"},
+		{[]string{"--broker", "mqtt://127.0.0.1:1883", "--trust-root", key, "--data", dir}, "device_id:"},
+		// mqtts:// (the default) takes the id from the certificate, which
+		// an unenrolled device lacks.
+		{[]string{"--trust-root", key, "--data", dir}, "no device certificate"},
+		{[]string{"--enroll-token", "t", "--trust-root", key, "--data", dir}, "enroll_url:"},
+		{[]string{"--enroll-token", "t", "--enroll-url", "https://127.0.0.1:1", "--trust-root", key, "--data", dir}, "ca_file:"},
+		{[]string{"--enroll-token", "t", "--enroll-url", "http://127.0.0.1:1", "--ca-fingerprint", fp, "--trust-root", key, "--data", dir}, "enroll_url:"},
+		{[]string{"--enroll-token", "t", "--enroll-token-file", "f", "--trust-root", key, "--data", dir}, "enroll_token_file:"},
+		{[]string{"--enroll-token", "t", "--broker", "mqtt://127.0.0.1:1883", "--device-id", "d", "--trust-root", key, "--data", dir}, "enroll_token:"},
+		{[]string{"--ca-fingerprint", "sha256:zz", "--trust-root", key, "--data", dir}, "ca_fingerprint:"},
+		{[]string{"--artifact-url", "https://127.0.0.1:8443", "--broker", "mqtt://127.0.0.1:1883", "--device-id", "d", "--trust-root", key, "--data", dir}, "artifact_url:"},
+		{[]string{"--metadata-url", "http://127.0.0.1:8080", "--trust-root", key, "--data", dir}, "metadata_url:"},
+		{[]string{"--enroll-token-file", filepath.Join(dir, "missing"), "--enroll-url", "https://127.0.0.1:1", "--ca-fingerprint", fp, "--trust-root", key, "--data", dir}, "enroll_token_file: open"},
 		{[]string{"--device-id", "a/b", "--trust-root", key, "--data", dir}, "device_id:"},
 		{[]string{"--device-id", "d", "--data", dir}, "trust_root:"},
 		{[]string{"--device-id", "d", "--trust-root", key, "--data", dir, "--tcp", "192.168.1.2:80"}, "tcp:"},
