@@ -240,24 +240,30 @@ func qtile(a *[qTileM * maxQRow]int16, kt int, w []int16, rq []rqBlock, c []int8
 	qtileGo(a, kt, w, rq, c, ldc)
 }
 
-// qtileGo is the portable int8 tile kernel.
+// qtileGo is the portable int8 tile kernel: one row by eight channels at
+// a time in scalar sums.
 func qtileGo(a *[qTileM * maxQRow]int16, kt int, w []int16, rq []rqBlock, c []int8, ldc int) {
 	for r := 0; r < qTileM; r++ {
-		row := a[r*kt:][:kt]
-		var acc [tileN]int32
-		for j := range acc {
-			acc[j] = rq[j/8].bias[j%8]
-		}
-		for k := 0; k+1 < kt; k += 2 {
-			a0, a1 := int32(row[k]), int32(row[k+1])
-			wk := w[k*tileN:][:2*tileN]
-			for j := range acc {
-				acc[j] += int32(wk[2*j])*a0 + int32(wk[2*j+1])*a1
+		row := a[r*kt : (r+1)*kt]
+		for cb := 0; cb < tileN; cb += 8 {
+			blk := &rq[cb/8]
+			s0, s1, s2, s3 := blk.bias[0], blk.bias[1], blk.bias[2], blk.bias[3]
+			s4, s5, s6, s7 := blk.bias[4], blk.bias[5], blk.bias[6], blk.bias[7]
+			for k := 0; k+1 < kt; k += 2 {
+				a0, a1 := int32(row[k]), int32(row[k+1])
+				wk := w[k*tileN+2*cb : k*tileN+2*cb+16]
+				s0 += int32(wk[0])*a0 + int32(wk[1])*a1
+				s1 += int32(wk[2])*a0 + int32(wk[3])*a1
+				s2 += int32(wk[4])*a0 + int32(wk[5])*a1
+				s3 += int32(wk[6])*a0 + int32(wk[7])*a1
+				s4 += int32(wk[8])*a0 + int32(wk[9])*a1
+				s5 += int32(wk[10])*a0 + int32(wk[11])*a1
+				s6 += int32(wk[12])*a0 + int32(wk[13])*a1
+				s7 += int32(wk[14])*a0 + int32(wk[15])*a1
 			}
-		}
-		out := c[r*ldc:][:tileN]
-		for j, v := range acc {
-			out[j] = requantGo(v, &rq[j/8], j%8)
+			o := c[r*ldc+cb : r*ldc+cb+8]
+			o[0], o[1], o[2], o[3] = requantGo(s0, blk, 0), requantGo(s1, blk, 1), requantGo(s2, blk, 2), requantGo(s3, blk, 3)
+			o[4], o[5], o[6], o[7] = requantGo(s4, blk, 4), requantGo(s5, blk, 5), requantGo(s6, blk, 6), requantGo(s7, blk, 7)
 		}
 	}
 }
