@@ -565,6 +565,46 @@ def smooth_inputs(rng, n, cells=6):
     return [np.kron(g, np.ones((1, block, block, 1), np.float32)) for g in grid_inputs(rng, [1, cells, cells, 3], n)]
 
 
+def quantized_postprocess_inputs(tfl):
+    """Feeds TFLite_Detection_PostProcess its uint8 inputs directly, as the
+    TF1 exporter's quantized SSD models do (the op dequantizes box encodings,
+    scores and anchors itself): removes the DEQUANTIZE operators that today's
+    converter puts before it and stores the anchors as uint8. The rest of the
+    model is the converter's output, unchanged."""
+    import flatbuffers  # noqa: PLC0415
+    from tensorflow.lite.python import schema_py_generated as schema  # noqa: PLC0415
+
+    m = schema.ModelT.InitFromPackedBuf(tfl, 0)
+    sg = m.subgraphs[0]
+    codes = [oc.customCode for oc in m.operatorCodes]
+    post = next(op for op in sg.operators if codes[op.opcodeIndex] == b"TFLite_Detection_PostProcess")
+    producer = {int(o): op for op in sg.operators for o in op.outputs}
+    dequantize = [i for i, oc in enumerate(m.operatorCodes) if oc.builtinCode == schema.BuiltinOperator.DEQUANTIZE]
+    post.inputs = np.array(post.inputs, np.int32)  # writable
+    drop = []
+    for k in (0, 1):
+        op = producer[int(post.inputs[k])]
+        if op.opcodeIndex not in dequantize:
+            raise SystemExit("modelgen: post-processing input %d is not a DEQUANTIZE output" % k)
+        post.inputs[k] = op.inputs[0]
+        drop.append(op)
+    sg.operators = [op for op in sg.operators if all(op is not d for d in drop)]
+    anchors = sg.tensors[post.inputs[2]]
+    a = np.frombuffer(bytes(m.buffers[anchors.buffer].data), np.float32)
+    lo, hi = min(float(a.min()), 0.0), float(a.max())
+    scale = (hi - lo) / 255.0
+    zero = int(round(-lo / scale))
+    q = np.clip(np.round(a / scale) + zero, 0, 255).astype(np.uint8)
+    m.buffers[anchors.buffer].data = np.frombuffer(q.tobytes(), np.uint8)
+    anchors.type = schema.TensorType.UINT8
+    anchors.quantization = schema.QuantizationParametersT()
+    anchors.quantization.scale = [scale]
+    anchors.quantization.zeroPoint = [zero]
+    b = flatbuffers.Builder(len(tfl))
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
 def ssd_builder(name, seed, quant=None, **attrs):
     """Registers an SSD-MobileNet v2 variant; attrs go to
     ssd_postprocess_attrs. quant is None or "int8" (full-integer, int8
@@ -605,13 +645,17 @@ def ssd_builder(name, seed, quant=None, **attrs):
             @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32, name="input")])
             def serve(self, x):
                 b, c = frozen(x)
-                # The SSD exporter's score conversion: sigmoid.
-                b, c, s, n = postprocess(b, tf.sigmoid(c), anchors)
+                # The SSD exporter's score conversion: sigmoid (the legacy
+                # uint8 converter cannot quantize it with its default
+                # ranges, so that variant scores raw logits).
+                if quant != "uint8":
+                    c = tf.sigmoid(c)
+                b, c, s, n = postprocess(b, c, anchors)
                 return {"detection_boxes": b, "detection_classes": c, "detection_scores": s, "num_detections": n}
 
         m = SSD()
         if quant == "uint8":
-            tfl = legacy_uint8(m, rep, allow_custom_ops=True)
+            tfl = quantized_postprocess_inputs(legacy_uint8(m, rep, allow_custom_ops=True))
             xs = smooth_inputs(rng, 3)
             return tfl, [{"input": quantize_input(tfl, x)} for x in xs]
         conv = tf.lite.TFLiteConverter.from_concrete_functions([m.serve.get_concrete_function()], m)
@@ -634,6 +678,9 @@ ssd_builder("ssd_mobilenet_v2", 31)
 ssd_builder("ssd_mobilenet_v2_int8", 31, quant="int8")
 # A high score threshold leaves fewer than max_detections: the padded tail.
 ssd_builder("ssd_mobilenet_v2_regular_nms", 31, regular_nms=True, score_threshold=0.85)
+# The legacy full-uint8 scheme: the custom op takes uint8 box encodings,
+# scores and anchors and dequantizes them itself.
+ssd_builder("ssd_mobilenet_v2_uint8", 31, quant="uint8", regular_nms=True, score_threshold=1.0)
 
 
 # ---------------------------------------------------------------------------

@@ -20,9 +20,12 @@ import (
 //   - a candidate is suppressed when its IoU with a selected box is strictly
 //     greater than nms_iou_threshold;
 //   - a box's best class is the first of its highest scores; regular NMS
-//     merges each class's survivors into the running top max_detections with
-//     the partial sort of GNU libstdc++ (std::partial_sort, a heap select),
-//     whose order among equal scores this file reproduces exactly;
+//     merges each class's survivors into the running top max_detections,
+//     equal scores in the order they were merged (earlier classes first),
+//     which is what the official interpreter does (the reference source
+//     uses std::partial_sort there, whose order among equal scores the C++
+//     standard leaves open: GNU libstdc++'s heap select would order them
+//     differently);
 //   - slots past num_detections are zero (the reference leaves the fast
 //     path's unfilled slots untouched).
 //
@@ -262,7 +265,7 @@ func (d *detection) layout() {
 	i := 0
 	take(&d.iKeep, n, &i)
 	take(&d.iSorted, n+md, &i)
-	take(&d.iTmp, n+md, &i)
+	take(&d.iTmp, max(n+md, d.numClasses), &i)
 	take(&d.iSelected, n, &i)
 	take(&d.iActive, n, &i)
 	take(&d.iAfter, n+md, &i)
@@ -347,21 +350,35 @@ func (d *detection) quantAt(ex *executor, t *tinfo, i int) int32 {
 }
 
 // scores returns the class scores as float32: the input itself, or its
-// dequantization in buf.
+// dequantization in buf. The reference dequantizes with TFLite's optimised
+// Dequantize, which (on NEON and, through NEON_2_SSE, x86 builds) works
+// eight elements at a time in float32 as x * scale + (-zero * scale), and
+// the remaining len % 8 in float64 as scale * (x - zero), rounded to
+// float32. The forms differ in the last bit for some x, and that bit
+// decides the order of otherwise equal scores.
 func (d *detection) scores(ex *executor, buf []float32) []float32 {
+	var at func(i int) int32
 	switch d.classes.typ {
 	case tUint8:
-		for i, v := range ex.v.u8[d.classes.index][:len(buf)] {
-			buf[i] = d.classScale * float32(int32(v)-d.classZero)
-		}
-		return buf
+		x := ex.v.u8[d.classes.index]
+		at = func(i int) int32 { return int32(x[i]) }
 	case tInt8:
-		for i, v := range ex.v.i8[d.classes.index][:len(buf)] {
-			buf[i] = d.classScale * float32(int32(v)-d.classZero)
-		}
-		return buf
+		x := ex.v.i8[d.classes.index]
+		at = func(i int) int32 { return int32(x[i]) }
+	default:
+		return ex.v.f32[d.classes.index]
 	}
-	return ex.v.f32[d.classes.index]
+	n := len(buf)
+	simd := n - n%8
+	zs := float32(-float64(d.classZero) * float64(d.classScale))
+	for i := 0; i < simd; i++ {
+		// The conversion rounds the product: no fused multiply-add.
+		buf[i] = float32(float32(at(i))*d.classScale) + zs
+	}
+	for i := simd; i < n; i++ {
+		buf[i] = float32(float64(d.classScale) * float64(at(i)-d.classZero))
+	}
+	return buf
 }
 
 // iou is the intersection over union of two decoded boxes, 0 when either
@@ -436,7 +453,7 @@ func (d *detection) fast(fs []float32, is []int32, decoded, scores, ob, oc, os [
 	for row := 0; row < d.numBoxes; row++ {
 		bs := scores[row*d.classesBG+d.labelOffset : row*d.classesBG+d.labelOffset+d.numClasses]
 		ci := classIdx[row*d.numClasses : (row+1)*d.numClasses]
-		decreasingPartialArgSort(bs, cats, ci)
+		decreasingPartialArgSort(bs, cats, ci, is[d.iTmp:d.iTmp+d.numClasses])
 		best[row] = bs[ci[0]]
 	}
 	selected := is[d.iSelected : d.iSelected+d.numBoxes]
@@ -464,8 +481,8 @@ func (d *detection) regular(fs []float32, is []int32, decoded, scores, ob, oc, o
 	afterScores := fs[d.fAfter : d.fAfter+d.numBoxes+md]
 	sortedVals := fs[d.fSorted : d.fSorted+md]
 	selected := is[d.iSelected : d.iSelected+d.numBoxes]
-	// The merge's sort indices; nmsSingle's own sort space (iSorted) is
-	// free again by then, and so is iTmp.
+	// The merge sorts in iTmp with iSorted as merge space: nmsSingle's
+	// sort space, free again once it returns.
 	size := 0
 	for col := 0; col < d.numClasses; col++ {
 		for row := 0; row < d.numBoxes; row++ {
@@ -480,7 +497,7 @@ func (d *detection) regular(fs []float32, is []int32, decoded, scores, ob, oc, o
 		}
 		k := min(out, md)
 		sorted := is[d.iTmp : d.iTmp+out]
-		decreasingPartialArgSort(afterScores[:out], k, sorted)
+		decreasingPartialArgSort(afterScores[:out], k, sorted, is[d.iSorted:d.iSorted+out])
 		for r := 0; r < k; r++ {
 			t := sorted[r]
 			sorted[r] = afterIdx[t]
@@ -537,12 +554,13 @@ func stableArgSortDesc(idx, tmp []int32, vals []float32) {
 }
 
 // decreasingPartialArgSort writes to idx[:k] the indices of the k largest
-// values in decreasing order, as the reference's DecreasingPartialArgSort:
-// the first maximum for k == 1, else std::partial_sort over 0..n-1 with
-// comparison values[i] > values[j], whose tie order (GNU libstdc++'s heap
-// select followed by a heap sort) is reproduced here. idx has len(values)
-// elements.
-func decreasingPartialArgSort(values []float32, k int, idx []int32) {
+// values in decreasing order, equal values in index order; idx and tmp have
+// len(values) elements. The reference's DecreasingPartialArgSort takes the
+// first maximum for k == 1 and otherwise calls std::partial_sort, which
+// leaves the order of equal values to the C++ library; the official
+// interpreter's results (checked on quantized scores with many ties) match
+// index order, so that is the order here.
+func decreasingPartialArgSort(values []float32, k int, idx, tmp []int32) {
 	n := len(values)
 	if n == 0 {
 		return
@@ -557,80 +575,7 @@ func decreasingPartialArgSort(values []float32, k int, idx []int32) {
 		idx[0] = int32(best)
 		return
 	}
-	for i := range idx[:n] {
-		idx[i] = int32(i)
-	}
-	h := heapSorter{idx: idx[:n], vals: values}
-	h.partialSort(k)
-}
-
-// heapSorter reproduces libstdc++'s std::partial_sort (bits/stl_heap.h and
-// bits/stl_algo.h) on indices compared by comp(a, b) = vals[a] > vals[b].
-type heapSorter struct {
-	idx  []int32
-	vals []float32
-}
-
-func (h heapSorter) comp(a, b int32) bool { return h.vals[a] > h.vals[b] }
-
-func (h heapSorter) partialSort(middle int) {
-	// __heap_select
-	h.makeHeap(middle)
-	for i := middle; i < len(h.idx); i++ {
-		if h.comp(h.idx[i], h.idx[0]) {
-			h.popHeap(middle, i)
-		}
-	}
-	// __sort_heap
-	for m := middle; m > 1; {
-		m--
-		h.popHeap(m, m)
-	}
-}
-
-func (h heapSorter) makeHeap(n int) {
-	if n < 2 {
-		return
-	}
-	for parent := (n - 2) / 2; ; parent-- {
-		h.adjustHeap(parent, n, h.idx[parent])
-		if parent == 0 {
-			return
-		}
-	}
-}
-
-// popHeap moves the heap top (of heap [0, n)) to result and re-heaps the
-// value that was at result.
-func (h heapSorter) popHeap(n, result int) {
-	v := h.idx[result]
-	h.idx[result] = h.idx[0]
-	h.adjustHeap(0, n, v)
-}
-
-func (h heapSorter) adjustHeap(hole, n int, v int32) {
-	top, child := hole, hole
-	for child < (n-1)/2 {
-		child = 2 * (child + 1)
-		if h.comp(h.idx[child], h.idx[child-1]) {
-			child--
-		}
-		h.idx[hole] = h.idx[child]
-		hole = child
-	}
-	if n&1 == 0 && child == (n-2)/2 {
-		child = 2 * (child + 1)
-		h.idx[hole] = h.idx[child-1]
-		hole = child - 1
-	}
-	// __push_heap
-	parent := (hole - 1) / 2
-	for hole > top && h.comp(h.idx[parent], v) {
-		h.idx[hole] = h.idx[parent]
-		hole = parent
-		parent = (hole - 1) / 2
-	}
-	h.idx[hole] = v
+	stableArgSortDesc(idx[:n], tmp[:n], values)
 }
 
 // stdMax and stdMin are std::max and std::min, whose results with a NaN
