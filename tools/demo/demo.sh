@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starling end to end on one machine: a control plane with its embedded
-# broker and store, one agent, an operator key, a signed model pushed and
-# assigned, and one prediction over the agent's unix socket.
+# broker (TLS only) and store, one agent enrolled with a one-time token, the
+# operator's offline keys, a signed model pushed and assigned, and one
+# prediction over the agent's unix socket.
 # Run through `make demo` (which builds bin/ first).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -42,24 +43,35 @@ wait_for() {
 ctl() { local c=$1 s=$2; shift 2; "$BIN/starlingctl" "$c" "$s" --server "$API" "$@"; }
 
 step "start control plane (embedded broker + store)"
-"$BIN/starling-control" --data "$work/control" --listen 127.0.0.1:0 --mqtt-listen 127.0.0.1:0 >"$work/control.log" 2>&1 &
+"$BIN/starling-control" --data "$work/control" --listen 127.0.0.1:0 --mqtt-listen 127.0.0.1:0 \
+	--device-listen 127.0.0.1:0 >"$work/control.log" 2>&1 &
 pids+=($!)
-wait_for grep -q '^starling-control: mqtt ' "$work/control.log"
-wait_for grep -q '^starling-control: api ' "$work/control.log"
-API=$(sed -n 's/^starling-control: api //p' "$work/control.log" | head -n1)
-BROKER=$(sed -n 's/^starling-control: mqtt //p' "$work/control.log" | head -n1)
+wait_for grep -q '^starling-control: admin-token-file ' "$work/control.log"
+field() { sed -n "s/^starling-control: $1 //p" "$work/control.log" | head -n1; }
+API=$(field api)
+BROKER=$(field mqtt)
+DEVICE_API=$(field device-api)
+CA_FINGERPRINT=$(field ca-fingerprint)
+# starlingctl acts as the admin whose token the first start wrote.
+export STARLING_TOKEN_FILE=$(field admin-token-file)
 done_step
 
 step "create the operator's offline TUF keys and root.json"
 ctl keys init --dir "$work/keys" >/dev/null
 done_step
 
-step "start agent $DEVICE"
-"$BIN/starling-agent" --device-id "$DEVICE" --broker "$BROKER" --data "$work/agent" \
+step "make a one-time enrollment token for $DEVICE"
+ctl device enroll-token --device "$DEVICE" --ttl 10m >"$work/enroll.token"
+done_step
+
+step "start agent $DEVICE (enrolls, then mqtts)"
+"$BIN/starling-agent" --broker "$BROKER" --data "$work/agent" \
+	--enroll-url "$DEVICE_API" --enroll-token-file "$work/enroll.token" --ca-fingerprint "$CA_FINGERPRINT" \
 	--socket "$work/agent.sock" --trust-root "$work/keys/root.json" >"$work/agent.log" 2>&1 &
 pids+=($!)
 device_known() { ctl device list | grep -q "^$DEVICE .*online"; }
 wait_for device_known
+grep -q 'msg="device enrolled"' "$work/agent.log"
 done_step
 
 step "sign and push model demo:1"
