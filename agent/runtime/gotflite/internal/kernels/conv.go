@@ -220,11 +220,14 @@ func tile(a *[tileM * maxTaps]unsafe.Pointer, taps, k int, w, bias, c []float32,
 	_ = w[taps*k*tileN-1]
 	_ = bias[tileN-1]
 	_ = c[(tileM-1)*ldc+tileN-1]
-	if haveAVX2 {
+	switch {
+	case haveAVX2:
 		tileAVX2(&a[0], taps, k, &w[0], &bias[0], &c[0], ldc, lo, hi)
-		return
+	case haveNEON:
+		tileNEON(&a[0], taps, k, &w[0], &bias[0], &c[0], ldc, lo, hi)
+	default:
+		tileGo(a, taps, k, w, bias, c, ldc, lo, hi)
 	}
-	tileGo(a, taps, k, w, bias, c, ldc, lo, hi)
 }
 
 // tileGo is the portable tile kernel. It works on two rows by eight

@@ -15,6 +15,13 @@ var haveAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 // checks that).
 var haveVNNI = haveAVX2 && cpu.X86.HasAVX512VNNI && cpu.X86.HasAVX512VL
 
+// haveNEON is false on amd64.
+const haveNEON = false
+
+func tileNEON(a *unsafe.Pointer, taps, k int, w, bias, c *float32, ldc int, lo, hi float32) {
+	panic("kernels: no NEON on this architecture")
+}
+
 // tileAVX2 is tile's assembly version (kernels_amd64.s).
 //
 //go:noescape

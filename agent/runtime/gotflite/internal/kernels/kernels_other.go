@@ -1,14 +1,21 @@
-//go:build !amd64
+//go:build !amd64 && !arm64
 
 package kernels
 
 import "unsafe"
 
-// haveAVX2 is false off amd64: the portable kernels run.
+// haveAVX2 is false off amd64 and arm64: the portable kernels run.
 const haveAVX2 = false
 
 // haveVNNI is false off amd64.
 const haveVNNI = false
+
+// haveNEON is false off arm64.
+const haveNEON = false
+
+func tileNEON(a *unsafe.Pointer, taps, k int, w, bias, c *float32, ldc int, lo, hi float32) {
+	panic("kernels: no NEON on this architecture")
+}
 
 func tileAVX2(a *unsafe.Pointer, taps, k int, w, bias, c *float32, ldc int, lo, hi float32) {
 	panic("kernels: no AVX2 on this architecture")
