@@ -60,19 +60,26 @@ cross:
 		echo "cross $$t: $$(du -h $$out/starling-agent | cut -f1) agent"; \
 	done
 
-$(VENV)/bin/python: tools/modelgen/requirements.txt
+# TensorFlow (the official converter and interpreter) for modelgen and the
+# benchmarks. A stamp file: bin/python is a symlink to the system's.
+$(VENV)/.installed: tools/modelgen/requirements.txt
 	$(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -r tools/modelgen/requirements.txt
 	@touch $@
 
 # Rebuild the test models and re-record the official interpreter's outputs.
-models: $(VENV)/bin/python
+models: $(VENV)/.installed
 	$(VENV)/bin/python tools/modelgen/modelgen.py --out testdata/models
+
+# Re-record every reference with the live official interpreter, then hold
+# gotflite to it. CI runs the recorded-reference suite on every change.
+conformance: models
+	$(GO) test -count=1 -run Conformance ./agent/runtime/gotflite/
 
 # gotflite against the official interpreter (XNNPACK), MobileNet v2 1.0 224,
 # float32 and int8, 1 and 2 threads. Results go in docs/BENCHMARKS.md.
 BENCH_MODELS := .cache/bench-models
-bench-tflite: $(VENV)/bin/python
+bench-tflite: $(VENV)/.installed
 	$(VENV)/bin/python tools/tflitebench/makemodels.py --out $(BENCH_MODELS)
 	$(GO) run ./tools/tflitebench --models $(BENCH_MODELS) --python $(VENV)/bin/python $(BENCH_ARGS)
 
