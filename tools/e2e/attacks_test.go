@@ -253,10 +253,7 @@ func TestAttackCatalogue(t *testing.T) {
 					f.resync(t, id)
 					checkServes(t, a, ref, "1")
 					for _, step := range tc.steps(t, k, version) {
-						st := f.waitModelState(id, step.version, wire.StateRejected)
-						if st.Check != step.check || !strings.Contains(st.Error, step.why) {
-							t.Fatalf("demo:%s rejected with check %q (%s); want check %q with %q", step.version, st.Check, st.Error, step.check, step.why)
-						}
+						wantRejected(t, k, step)
 						waitEvent(t, f, id, step.version, step.check)
 						checkServes(t, a, ref, "1")
 					}
@@ -363,16 +360,15 @@ var attacks = []struct {
 			k.m.set(fmt.Sprintf("%d.snapshot.json", snapV), sign(t, tuf.NewSnapshot(snapV, exp, targetsV+1), k.snapKey))
 			k.m.set("timestamp.json", sign(t, tuf.NewTimestamp(tsV, exp, snapV), k.tsKey))
 		}
+		// The thief signs versions far ahead of the control plane's.
+		const ahead = 1000
 		md := k.f.currentTargets(t)
 		md.Signed.Version = targetsV + 1
 		retarget(t, md, version)
-		forge(ts.Signed.Version+1, snapV+1, sign(t, md, k.snapKey, k.tsKey))
+		forge(ts.Signed.Version+ahead, snapV+ahead, sign(t, md, k.snapKey, k.tsKey))
 		k.f.assign(k.deviceID, version)
 		first := rejection{version, "unknown-key", "does not trust for targets"}
-		st := k.f.waitModelState(k.deviceID, version, wire.StateRejected)
-		if st.Check != first.check {
-			t.Fatalf("targets signed with the stolen online keys: check %q (%s), want %s", st.Check, st.Error, first.check)
-		}
+		wantRejected(t, k, first)
 
 		// Then: the operator's signature kept over targets the thief
 		// edited to point the second version at its artifact.
@@ -383,10 +379,30 @@ var attacks = []struct {
 		if err != nil {
 			t.Fatal(err)
 		}
-		forge(ts.Signed.Version+2, snapV+2, edited)
+		forge(ts.Signed.Version+ahead+1, snapV+ahead+1, edited)
 		k.f.assign(k.deviceID, second)
-		return []rejection{first, {second, "signature", "does not verify"}}
+		sig := rejection{second, "signature", "does not verify"}
+		wantRejected(t, k, sig)
+
+		// What the thief leaves behind: the device trusts its timestamp
+		// and snapshot versions, so it refuses the control plane's lower
+		// ones, and with them the operator's next good version, until a
+		// root rotation replaces the online keys.
+		k.m.clear()
+		third := version + "2"
+		k.f.push(third)
+		k.f.assign(k.deviceID, third)
+		return []rejection{first, sig, {third, "rollback", "older than trusted version"}}
 	}},
+}
+
+// wantRejected waits for one rejection in the middle of an attack.
+func wantRejected(t *testing.T, k *attackKit, r rejection) {
+	t.Helper()
+	st := k.f.waitModelState(k.deviceID, r.version, wire.StateRejected)
+	if st.Check != r.check || !strings.Contains(st.Error, r.why) {
+		t.Fatalf("demo:%s rejected with check %q (%s); want check %q with %q", r.version, st.Check, st.Error, r.check, r.why)
+	}
 }
 
 func mustRead(t *testing.T, path string) []byte {

@@ -46,6 +46,20 @@ func FuzzParseMetadata(f *testing.F) {
 // timestamp, snapshot and targets files. Refresh never panics; when it
 // fails the error names a check and the trusted versions stay; when it
 // succeeds the trusted targets are still the operator's (demo:1 verifies).
+//
+// Run it with a bounded minimization time and a test timeout past the
+// fuzz time:
+//
+//	go test -run '^$' -fuzz '^FuzzRefresh$' -fuzztime 10m -fuzzminimizetime 5s -parallel 1 -timeout 20m ./shared/trust/tuf
+//
+// Each run costs about 2 ms (a client loads and verifies the root, then
+// verifies timestamp, snapshot and targets), and the fuzzing engine
+// minimizes every input that finds new coverage: quadratic in the size of
+// three inputs of hundreds of bytes, for up to -fuzzminimizetime (default
+// 60 s) each. Meanwhile the progress line says 0 execs/sec (minimizing
+// runs are counted when it ends) and, with -parallel 1, nothing else is
+// fuzzed: that is the stall seen with the defaults, not a hang. -timeout
+// bounds the whole run, so its default (10m) ends a 10m fuzz in a panic.
 func FuzzRefresh(f *testing.F) {
 	r := seedRepo(f)
 	f.Add(r.serve.Get("timestamp.json"), r.serve.Get("1.snapshot.json"), r.serve.Get("1.targets.json"))
