@@ -87,6 +87,17 @@ func fastFullyConnected(in, w, bias, out *tinfo, units, depth int, lo, hi float3
 	if !ok1 || !ok2 || wd == nil {
 		return nil
 	}
+	if batches := in.n / depth; batches > 1 {
+		// Several rows (a batch plan): the rows times the weights are a
+		// GEMM, which the 1x1 convolution tile computes with each weight
+		// read once per tile of rows instead of once per row.
+		c, err := kernels.NewConv(kernels.ConvParams{Batches: 1, InH: batches, InW: 1, InC: depth,
+			OutH: batches, OutW: 1, OutC: units, KH: 1, KW: 1, StrideH: 1, StrideW: 1, DilH: 1, DilW: 1,
+			Lo: lo, Hi: hi}, wd, bd)
+		if err == nil {
+			return (&planKernel{p: c, ii: in.index, oi: out.index}).kernel()
+		}
+	}
 	p, err := kernels.NewFullyConnected(units, depth, wd, bd, lo, hi)
 	if err != nil {
 		return nil
@@ -217,6 +228,20 @@ func fastBinaryQuant(q *binaryQuant, bc *bcast, a, b, out *tinfo) kernel {
 		for i, v := range x {
 			z[i] = tab[int(uint8(v))<<8|int(uint8(y[i]))]
 		}
+		return nil
+	}
+}
+
+// fastBinaryFloat returns a vector kernel for a float32 ADD of two
+// same-shape tensors (the residual connections), or nil where the general
+// loop must run. The sums are the same bit for bit.
+func fastBinaryFloat(op binaryOp, bc *bcast, a, b, out *tinfo, lo, hi float32) kernel {
+	if op != binAdd || !bc.same {
+		return nil
+	}
+	ai, bi, oi := a.index, b.index, out.index
+	return func(ex *executor) error {
+		kernels.AddF32(ex.v.f32[ai], ex.v.f32[bi], ex.v.f32[oi], lo, hi)
 		return nil
 	}
 }

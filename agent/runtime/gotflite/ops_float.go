@@ -161,6 +161,9 @@ func prepBinary(p *opPrep, op binaryOp, a, b, out *tinfo, act int8) (kernel, err
 	if err != nil {
 		return nil, err
 	}
+	if k := fastBinaryFloat(op, bc, a, b, out, lo, hi); k != nil {
+		return k, nil
+	}
 	ai, bi, oi := a.index, b.index, out.index
 	var f func(x, y float32) float32
 	switch op {

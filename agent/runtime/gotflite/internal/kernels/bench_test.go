@@ -14,6 +14,8 @@ var benchConvs = []struct {
 	p    ConvParams
 }{
 	{"conv3x3s2_224x3to32", geometry(1, 224, 224, 3, 32, 3, 2, 1, true)},
+	{"pw_112x32to16", geometry(1, 112, 112, 32, 16, 1, 1, 1, false)},
+	{"pw_112x16to96", geometry(1, 112, 112, 16, 96, 1, 1, 1, false)},
 	{"pw_56x24to144", geometry(1, 56, 56, 24, 144, 1, 1, 1, false)},
 	{"pw_28x192to32", geometry(1, 28, 28, 192, 32, 1, 1, 1, false)},
 	{"pw_7x960to160", geometry(1, 7, 7, 960, 160, 1, 1, 1, false)},

@@ -69,3 +69,8 @@ func dotI16AVX2(a, b *int16, n int) int32
 //
 //go:noescape
 func dwI8PairAVX2(n int, ins *unsafe.Pointer, w *int16, pairs, step, ch int, bias *int32, rq *rqBlock, out *int8, outStep, wstride int)
+
+// addAVX2 is AddF32's vector loop over n (a multiple of 8) values.
+//
+//go:noescape
+func addAVX2(x, y, z *float32, n int, lo, hi float32)

@@ -48,3 +48,5 @@ func qtileVNNI(a *int16, lda, kp int, w *int16, rq *rqBlock, c *int8, ldc int) {
 func dwI8PairAVX2(n int, ins *unsafe.Pointer, w *int16, pairs, step, ch int, bias *int32, rq *rqBlock, out *int8, outStep, wstride int) {
 	panic("kernels: no AVX2 on this architecture")
 }
+
+func addAVX2(x, y, z *float32, n int, lo, hi float32) { panic("kernels: no AVX2 on this architecture") }

@@ -386,3 +386,28 @@ func TestRunAllocatesNothing(t *testing.T) {
 		}
 	}
 }
+
+func TestAddF32MatchesScalar(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 13))
+	for _, n := range []int{0, 1, 7, 8, 9, 31, 32, 33, 100, 1000} {
+		for _, act := range [][2]float32{{-inf, inf}, {0, 6}} {
+			x, y := randSlice(r, n), randSlice(r, n)
+			if n > 3 {
+				x[3] = float32(math.NaN())
+			}
+			run := func() []float32 {
+				z := make([]float32, n)
+				AddF32(x, y, z, act[0], act[1])
+				return z
+			}
+			for _, z := range [][]float32{run(), func() (z []float32) { withPortable(t, func() { z = run() }); return }()} {
+				for i := range n {
+					want := clamp(x[i]+y[i], act[0], act[1])
+					if math.Float32bits(z[i]) != math.Float32bits(want) && !(math.IsNaN(float64(z[i])) && math.IsNaN(float64(want))) {
+						t.Fatalf("n=%d clamp %v: element %d = %v, want %v", n, act, i, z[i], want)
+					}
+				}
+			}
+		}
+	}
+}

@@ -35,3 +35,5 @@ func widenAVX2(dst *int16, src *int8, n int, off int32) {
 }
 
 func dotI16AVX2(a, b *int16, n int) int32 { panic("kernels: no AVX2 on this architecture") }
+
+func addAVX2(x, y, z *float32, n int, lo, hi float32) { panic("kernels: no AVX2 on this architecture") }
