@@ -464,6 +464,75 @@ family("autoencoder_float_io", autoencoder, [1, 32], "reconstruction", 17, cases
 
 
 # ---------------------------------------------------------------------------
+# Operator coverage for segmentation, pose and YOLO-style heads: resizing,
+# slicing, transposing, splitting and gathering.
+
+
+def op_coverage_module():
+    """A tf.Module whose graph converts to RESIZE_BILINEAR (half-pixel and
+    align-corners), RESIZE_NEAREST_NEIGHBOR (half-pixel and align-corners),
+    TRANSPOSE, STRIDED_SLICE (masks, negative and >1 strides), SPLIT and
+    GATHER, with convolutions around them so that the int8 variant
+    quantizes every tensor."""
+    rng = np.random.default_rng(41)
+
+    def w(*shape):
+        return tf.constant(rng.normal(0.0, 0.5, shape).astype(np.float32))
+
+    k1, k2 = w(3, 3, 4, 8), w(1, 1, 8, 6)
+    shape = [1, 8, 8, 4]
+
+    class Ops(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32, name="input")])
+        def serve(self, x):
+            h = tf.nn.relu(tf.nn.conv2d(x, k1, 1, "SAME"))  # [1,8,8,8]
+            up = tf.image.resize(h, [13, 16], method="bilinear")  # half-pixel centers
+            up_ac = tf.compat.v1.image.resize_bilinear(h, [15, 11], align_corners=True)
+            nn = tf.image.resize(h, [16, 12], method="nearest")
+            nn_ac = tf.compat.v1.image.resize_nearest_neighbor(h, [11, 14], align_corners=True)
+            t = tf.transpose(up, [0, 3, 1, 2])  # [1,8,13,16]
+            sl = t[:, 1:7:2, ::-3, 2:-1]  # [1,3,5,13]
+            sl2 = up_ac[0, 3, :, 1:5]  # shrink axes: [11,4]
+            a, b = tf.split(nn, 2, axis=3)  # [1,16,12,4] x 2
+            g = tf.gather(nn_ac, [5, 0, 3, 3, 7], axis=3)  # [1,11,14,5]
+            g2 = tf.gather(h, [6, 1, 2], axis=1)  # [1,3,8,8]
+            y = tf.nn.conv2d(a - b, k2[:, :, :4, :], 1, "VALID")
+            return {
+                "transpose_slice": sl,
+                "shrink_slice": sl2,
+                "split_sub_conv": y,
+                "gather_channels": g,
+                "gather_rows": g2,
+            }
+
+    return Ops(), shape
+
+
+def op_coverage_builder(name, quant=None):
+    @model(name)
+    def builder():
+        rng = seeded(41)
+        m, shape = op_coverage_module()
+        conv = tf.lite.TFLiteConverter.from_concrete_functions([m.serve.get_concrete_function()], m)
+        if quant == "int8":
+            rep = grid_inputs(rng, shape, 16)
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv.representative_dataset = lambda: ({"input": x} for x in rep)
+            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            conv.inference_input_type = tf.int8
+            conv.inference_output_type = tf.int8
+        tfl = conv.convert()
+        xs = grid_inputs(np.random.default_rng(42), shape, 3)
+        return tfl, [{"input": quantize_input(tfl, x)} for x in xs]
+
+    return builder
+
+
+op_coverage_builder("op_coverage")
+op_coverage_builder("op_coverage_int8", quant="int8")
+
+
+# ---------------------------------------------------------------------------
 # SSD-MobileNet v2 detection with the TFLite_Detection_PostProcess custom op.
 #
 # The TF Object Detection API's TF2 TFLite export (export_tflite_graph_lib_tf2)
@@ -681,6 +750,39 @@ ssd_builder("ssd_mobilenet_v2_regular_nms", 31, regular_nms=True, score_threshol
 # The legacy full-uint8 scheme: the custom op takes uint8 box encodings,
 # scores and anchors and dequantizes them itself.
 ssd_builder("ssd_mobilenet_v2_uint8", 31, quant="uint8", regular_nms=True, score_threshold=1.0)
+
+
+# ---------------------------------------------------------------------------
+# Batchable models: the batch dimension is None (shape signature -1), so a
+# server may run several requests as one batch. Their cases include batches
+# of several rows, recorded with the official interpreter resized to them.
+
+
+def dense_batch_builder(name, hidden, seed):
+    """Registers a dense classifier of a 1 KB float input (256 features):
+    Dense layers of the given widths with ReLU, then 10 softmax classes."""
+
+    @model(name)
+    def builder():
+        rng = seeded(seed)
+        keras, L = keras_layers()
+        inp = keras.Input((256,))
+        x = inp
+        for width in hidden:
+            x = L.Dense(width, activation="relu")(x)
+        x = L.Dense(10, activation="softmax")(x)
+        tfl = keras_to_tflite(keras.Model(inp, x), [None, 256], "probabilities")
+        return tfl, [{"input": grid_inputs(rng, [rows, 256], 1)[0]} for rows in (1, 1, 2, 5)]
+
+    return builder
+
+
+dense_batch_builder("dense_batch", [256], 51)
+# The batching benchmark's model: 37 MB of weights, more than the caches
+# hold, so one row at a time reads every weight from memory and a batch
+# reads them once for all its rows.
+dense_batch_builder("dense_batch_xl", [4096, 2048], 52)
+BENCH_ONLY.add("dense_batch_xl")
 
 
 # ---------------------------------------------------------------------------

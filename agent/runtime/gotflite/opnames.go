@@ -42,29 +42,35 @@ var builtinNames = [...]string{
 
 // Builtin operator codes the interpreter implements.
 const (
-	opAdd             = 0
-	opAveragePool2D   = 1
-	opConcatenation   = 2
-	opConv2D          = 3
-	opDepthwiseConv2D = 4
-	opDequantize      = 6
-	opFullyConnected  = 9
-	opLogistic        = 14
-	opMaxPool2D       = 17
-	opMul             = 18
-	opRelu            = 19
-	opReluN1To1       = 20
-	opRelu6           = 21
-	opReshape         = 22
-	opSoftmax         = 25
-	opTanh            = 28
-	opCustom          = 32
-	opPad             = 34
-	opMean            = 40
-	opSub             = 41
-	opSqueeze         = 43
-	opQuantize        = 114
-	opHardSwish       = 117
+	opAdd                   = 0
+	opAveragePool2D         = 1
+	opConcatenation         = 2
+	opConv2D                = 3
+	opDepthwiseConv2D       = 4
+	opDequantize            = 6
+	opFullyConnected        = 9
+	opLogistic              = 14
+	opMaxPool2D             = 17
+	opMul                   = 18
+	opRelu                  = 19
+	opReluN1To1             = 20
+	opRelu6                 = 21
+	opReshape               = 22
+	opResizeBilinear        = 23
+	opSoftmax               = 25
+	opTanh                  = 28
+	opCustom                = 32
+	opPad                   = 34
+	opGather                = 36
+	opTranspose             = 39
+	opMean                  = 40
+	opSub                   = 41
+	opSqueeze               = 43
+	opStridedSlice          = 45
+	opSplit                 = 49
+	opResizeNearestNeighbor = 97
+	opQuantize              = 114
+	opHardSwish             = 117
 )
 
 // opName names a builtin operator code; custom operators are named by the
