@@ -39,6 +39,15 @@ type Options struct {
 	// kept for reuse, so a model costs up to MaxConcurrent arenas of memory;
 	// further Run calls wait for a free one. Default GOMAXPROCS.
 	MaxConcurrent int
+	// MaxBatch is the largest batch a model with a dynamic batch dimension
+	// (dimension 0 of its inputs converted as None) accepts; 1 turns batch
+	// sizes other than the converted one off. Default 256.
+	MaxBatch int
+	// MaxBatchPlans bounds how many batch sizes of one model are kept
+	// prepared, least recently used evicted. Each costs a preparation on
+	// first use (about a Load) and its own executors' arenas, scaled by
+	// the batch; the artifact is retained to prepare them. Default 8.
+	MaxBatchPlans int
 }
 
 // IntoRunner is implemented by every model gotflite loads. RunInto is Run
@@ -72,6 +81,12 @@ func New(opts Options) *Engine {
 	if opts.MaxConcurrent <= 0 {
 		opts.MaxConcurrent = goruntime.GOMAXPROCS(0)
 	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = DefaultMaxBatch
+	}
+	if opts.MaxBatchPlans <= 0 {
+		opts.MaxBatchPlans = DefaultMaxBatchPlans
+	}
 	return &Engine{opts: opts}
 }
 
@@ -86,7 +101,9 @@ func (*Engine) Format() string { return "tflite" }
 // runtime.ErrUnsupported, naming the operator or type, for a model that
 // needs something gotflite does not implement. opts.Threads (default 1,
 // at most 64) is how many goroutines one inference may use for the heavy
-// operators. The artifact is not retained.
+// operators. A model whose inputs have a dynamic batch dimension also runs
+// inputs with dimension 0 of 1..Options.MaxBatch (see batch.go); for it
+// the artifact is copied and retained, for any other it is not.
 func (e *Engine) Load(artifact []byte, opts runtime.LoadOptions) (runtime.Model, error) {
 	threads := opts.Threads
 	if threads <= 0 {

@@ -107,15 +107,32 @@ type loader struct {
 	threads  int
 	scratch  int
 	fscratch int
+	batch    int              // > 0: dimension 0 of dynamic-batch tensors times batch
+	consts   map[[2]int]views // decoded constants by buffer and type
 }
 
 // load is Engine.Load after the option defaults are applied.
 func (e *Engine) load(artifact []byte, threads int) (*model, error) {
+	consts := map[[2]int]views{}
+	m, err := e.build(artifact, threads, 0, consts)
+	if err != nil {
+		return nil, err
+	}
+	m.initBatching(e, artifact, threads, consts)
+	return m, nil
+}
+
+// build prepares a model from artifact. batch > 0 prepares the plan for
+// that batch size (batch.go): dimension 0 of every tensor whose shape
+// signature has it dynamic is multiplied by batch. consts holds constants
+// already decoded, shared between the plans of one model, and gets the
+// ones this build decodes.
+func (e *Engine) build(artifact []byte, threads, batch int, consts map[[2]int]views) (*model, error) {
 	fm, err := decodeModel(fbuf(artifact))
 	if err != nil {
 		return nil, invalidf("%v", err)
 	}
-	l := &loader{e: e, fm: fm, threads: threads}
+	l := &loader{e: e, fm: fm, threads: threads, batch: batch, consts: consts}
 	sig, sgIndex, err := l.pickSignature()
 	if err != nil {
 		return nil, err
@@ -213,13 +230,18 @@ func (l *loader) initTensors() error {
 		t.shape = make([]int, len(ft.shape))
 		t.sig = make([]int64, len(ft.shape))
 		n := int64(1)
-		for j, d := range ft.shape {
+		for j, d32 := range ft.shape {
+			d := int64(d32)
 			if d < 0 {
 				return invalidf("%s: shape %v has a negative dimension", t, ft.shape)
 			}
-			if n *= int64(d); n > maxElems {
+			if j == 0 && l.batch > 0 && len(ft.shapeSig) > 0 && ft.shapeSig[0] < 0 {
+				d *= int64(l.batch)
+			}
+			if d != 0 && n > maxElems/d {
 				return invalidf("%s: shape %v has more elements than the %d-byte limit allows", t, ft.shape, maxElems)
 			}
+			n *= d
 			t.shape[j] = int(d)
 			t.sig[j] = int64(d)
 			if ft.shapeSig != nil && ft.shapeSig[j] < 0 {
@@ -336,7 +358,7 @@ func (l *loader) hasData(t *tinfo) (bool, error) {
 // prepareOps checks the data flow (every tensor is written once, before it
 // is read), resolves tensors and prepares each operator's kernel.
 func (l *loader) prepareOps(ins, outs []int) ([]kernel, []string, error) {
-	cache := map[[2]int]views{}
+	cache := l.consts
 	nops := len(l.sg.ops)
 	for _, i := range ins {
 		t := &l.tensors[i]

@@ -2,6 +2,7 @@ package gotflite
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -29,6 +30,7 @@ type model struct {
 	scratch  int // int32s of per-executor scratch
 	fscratch int // float32s of per-executor scratch
 	threads  int
+	batch    *batching // nil unless the batch dimension is dynamic (batch.go)
 
 	free   chan *executor // idle executors
 	tokens chan struct{}  // one per executor that may still be created
@@ -133,6 +135,9 @@ func (m *model) Signature() runtime.Signature { return m.sig }
 // with runtime.ErrClosed. The executors' worker goroutines are stopped:
 // idle ones here, busy ones when their Run ends.
 func (m *model) Close() error {
+	if m.batch != nil {
+		m.batch.close()
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.closed.Store(true)
@@ -147,24 +152,56 @@ func (m *model) Close() error {
 }
 
 // Run implements runtime.Model. Inputs are matched by position and must
-// have exactly the model's static shape (a dynamic dimension, -1 in the
-// signature, takes the size the model was converted with). The output
-// tensors are newly allocated; RunInto reuses the caller's.
+// have exactly the model's static shape, except that a dynamic batch
+// dimension (batch.go) takes any size from 1 to Options.MaxBatch; other
+// dynamic dimensions take the size the model was converted with. The
+// output tensors are newly allocated; RunInto reuses the caller's.
 func (m *model) Run(ctx context.Context, inputs []tensor.Tensor) ([]tensor.Tensor, error) {
-	out := make([]tensor.Tensor, len(m.outs))
-	for i, ti := range m.outs {
-		t := &m.tensors[ti]
-		size, _ := t.typ.size()
-		out[i].Data = make([]byte, t.n*size)
+	for {
+		if m.closed.Load() {
+			return nil, fmt.Errorf("gotflite: Run: %w", runtime.ErrClosed)
+		}
+		p, err := m.forInputs(inputs)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]tensor.Tensor, len(p.outs))
+		for i, ti := range p.outs {
+			t := &p.tensors[ti]
+			size, _ := t.typ.size()
+			out[i].Data = make([]byte, t.n*size)
+		}
+		err = p.runPlanned(ctx, inputs, out)
+		if p != m && errors.Is(err, runtime.ErrClosed) {
+			continue // the batch plan was evicted meanwhile
+		}
+		if err != nil {
+			return nil, err
+		}
+		return out, nil
 	}
-	if err := m.RunInto(ctx, inputs, out); err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 // RunInto implements IntoRunner.
 func (m *model) RunInto(ctx context.Context, inputs, outputs []tensor.Tensor) error {
+	for {
+		if m.closed.Load() {
+			return fmt.Errorf("gotflite: Run: %w", runtime.ErrClosed)
+		}
+		p, err := m.forInputs(inputs)
+		if err != nil {
+			return err
+		}
+		err = p.runPlanned(ctx, inputs, outputs)
+		if p != m && errors.Is(err, runtime.ErrClosed) {
+			continue // the batch plan was evicted meanwhile
+		}
+		return err
+	}
+}
+
+// runPlanned is RunInto on the model prepared for the inputs' batch size.
+func (m *model) runPlanned(ctx context.Context, inputs, outputs []tensor.Tensor) error {
 	if m.closed.Load() {
 		return fmt.Errorf("gotflite: Run: %w", runtime.ErrClosed)
 	}
