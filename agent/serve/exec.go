@@ -118,9 +118,13 @@ func newExecutor(name, version string, m runtime.Model, opts ModelOptions, vm *v
 			if e.maxBatch == 0 {
 				e.maxBatch = 8
 			}
-			for n := 1; n <= e.maxBatch; n++ {
+			// Powers of two and the maximum: few sizes, so an engine that
+			// prepares each batch size once (gotflite) keeps them all, at
+			// the price of padding a batch by less than half.
+			for n := 1; n < e.maxBatch; n *= 2 {
 				e.allowed = append(e.allowed, n)
 			}
+			e.allowed = append(e.allowed, e.maxBatch)
 		}
 		if static > 0 {
 			for _, n := range e.allowed {

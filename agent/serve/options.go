@@ -42,8 +42,8 @@ type Batching struct {
 	MaxQueueDelay time.Duration `yaml:"max_queue_delay"`
 	// AllowedBatchSizes lists the batch sizes the model accepts; a batch
 	// is padded (with zeros, answers discarded) up to the next one.
-	// Default: every size up to MaxBatchSize for a dynamic batch
-	// dimension, the static size otherwise.
+	// Default: the powers of two below MaxBatchSize and MaxBatchSize
+	// itself for a dynamic batch dimension, the static size otherwise.
 	AllowedBatchSizes []int `yaml:"allowed_batch_sizes"`
 }
 
