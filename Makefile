@@ -14,7 +14,7 @@ CROSS_TARGETS := linux/amd64 linux/arm64 linux/arm/7
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/starling-edge/starling/shared/version.Version=$(VERSION)
 
-.PHONY: all build demo test test-deps lint cross models conformance bench-tflite clean
+.PHONY: all build demo test test-deps lint cross models conformance bench-tflite bench-serve clean
 
 all: build
 
@@ -82,6 +82,17 @@ BENCH_MODELS := .cache/bench-models
 bench-tflite: $(VENV)/.installed
 	$(VENV)/bin/python tools/tflitebench/makemodels.py --out $(BENCH_MODELS)
 	$(GO) run ./tools/tflitebench --models $(BENCH_MODELS) --python $(VENV)/bin/python $(BENCH_ARGS)
+
+# The serving benchmark (docs/BENCHMARKS.md): the agent's local API against
+# the in-process call and the FastAPI + TFLite peer, and dynamic batching.
+SERVEPEER_VENV := .venv-servepeer
+$(SERVEPEER_VENV)/.installed: tools/servepeer/requirements.txt
+	$(PY) -m venv $(SERVEPEER_VENV)
+	$(SERVEPEER_VENV)/bin/pip install -q -r tools/servepeer/requirements.txt
+	@touch $@
+
+bench-serve: $(SERVEPEER_VENV)/.installed $(VENV)/.installed
+	PEER_PY=$(SERVEPEER_VENV)/bin/python MODELGEN_PY=$(VENV)/bin/python BENCH_DIR=$(BENCH_MODELS) bash tools/servebench/bench-serve.sh
 
 clean:
 	rm -rf $(BIN) dist

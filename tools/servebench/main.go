@@ -58,6 +58,10 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	dur := fs.Duration("duration", 3*time.Second, "measuring time per target and concurrency")
 	concs := fs.String("concurrency", "1,8,32", "comma-separated concurrency levels")
 	batch := fs.Int("batch", 0, "also serve with dynamic batching of this max size (model must be batchable)")
+	batchDelay := fs.Duration("batch-delay", 500*time.Microsecond, "batching: how long a batch's first request waits for more")
+	batchConc := fs.Int("batch-concurrency", 0, "batching: batches run at once (default GOMAXPROCS)")
+	batchThreads := fs.Int("batch-threads", 1, "batching: threads one batch run may use")
+	onlyBatching := fs.Bool("only-batching", false, "with -batch: measure only the floor, REST binary without batching and with it")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -100,7 +104,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	sock := filepath.Join(dir, "agent.sock")
 	models := map[string]serve.ModelOptions{"bench": {QueueSize: 1024}}
 	if *batch > 0 {
-		models["bench-batched"] = serve.ModelOptions{QueueSize: 1024, Batching: &serve.Batching{MaxBatchSize: *batch, MaxQueueDelay: 500 * time.Microsecond}}
+		models["bench-batched"] = serve.ModelOptions{QueueSize: 1024, Concurrency: *batchConc, Batching: &serve.Batching{MaxBatchSize: *batch, MaxQueueDelay: *batchDelay}}
 	}
 	srv, err := serve.New(serve.Options{Socket: sock, Registry: reg, Models: models, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
@@ -108,6 +112,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	for name := range models {
 		m, err := load()
+		if name == "bench-batched" {
+			m, err = eng.Load(art, runtime.LoadOptions{Threads: *batchThreads})
+		}
 		if err != nil {
 			return err
 		}
@@ -165,6 +172,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if *batch > 0 {
 		targets = append(targets, target{fmt.Sprintf("agent REST binary, batching <= %d", *batch), post(hc, "http://agent/v2/models/bench-batched/infer", binBody, len(header))})
+	}
+	if *onlyBatching && *batch > 0 {
+		targets = []target{targets[0], targets[1], targets[len(targets)-1]}
 	}
 	if *peer != "" {
 		pc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
