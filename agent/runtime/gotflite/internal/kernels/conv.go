@@ -73,7 +73,19 @@ type Conv struct {
 	byN    bool // units are panels of output channels, not row tiles
 	nBlock int  // panels per cache block
 	direct bool // 1x1, stride 1, no padding: pixel i reads input row i
+	// rowTaps: each filter row's KW taps are contiguous in the input (no
+	// horizontal dilation) and short, so the kernel takes one pointer per
+	// filter row and KW*InC channels; pixels at the left or right edge get
+	// their rows copied, zero-padded, to the stack.
+	rowTaps bool
 }
+
+// Limits of the rowTaps mode: a filter row of at most maxRowSpan values,
+// at most maxRowTaps filter rows.
+const (
+	maxRowSpan = 64
+	maxRowTaps = 16
+)
 
 // NewConv packs filter ([OutC][KH][KW][InC], TFLite's OHWI) and the optional
 // bias (OutC values, nil for none) into a plan. The plan keeps no reference
@@ -89,7 +101,9 @@ func NewConv(p ConvParams, filter, bias []float32) (*Conv, error) {
 	if bias != nil && len(bias) != p.OutC {
 		return nil, fmt.Errorf("%w: bias of %d values, want %d", ErrGeometry, len(bias), p.OutC)
 	}
-	c := &Conv{p: p, taps: taps, panels: (p.OutC + tileN - 1) / tileN, zeros: make([]float32, k)}
+	c := &Conv{p: p, taps: taps, panels: (p.OutC + tileN - 1) / tileN}
+	c.rowTaps = p.DilW == 1 && p.KW > 1 && p.KW*k <= maxRowSpan && p.KH <= maxRowTaps
+	c.zeros = make([]float32, p.KW*k)
 	c.packed = make([]float32, c.panels*taps*k*tileN)
 	c.bias = make([]float32, c.panels*tileN)
 	for oc := 0; oc < p.OutC; oc++ {
@@ -141,17 +155,33 @@ func (c *Conv) Run(x, y []float32, lo, hi int) {
 	}
 	var ptrs [tileM * maxTaps]unsafe.Pointer
 	var tmp [tileM * tileN]float32
+	var edge [tileM * maxRowTaps * maxRowSpan]float32
 	xb := unsafe.Pointer(unsafe.SliceData(x))
 	zero := unsafe.Pointer(unsafe.SliceData(c.zeros))
-	k, taps, oc := p.InC, c.taps, p.OutC
+	taps, k, oc := c.taps, p.InC, p.OutC
+	panelLen := taps * k * tileN
+	if c.rowTaps {
+		// The same packed weights: filter row fy, column fx, channel ci
+		// is at row fy, index fx*InC+ci.
+		taps, k = p.KH, p.KW*p.InC
+	}
 	for b0 := p0; b0 < p1; b0 += c.nBlock {
 		b1 := min(b0+c.nBlock, p1)
 		for t := t0; t < t1; t++ {
 			r0 := t * tileM
 			rows := min(tileM, c.m-r0)
-			c.fillPointers(&ptrs, xb, zero, r0, rows)
+			if c.rowTaps {
+				c.fillRowPointers(&ptrs, &edge, x, zero, r0, rows)
+				for i := range p.KH * tileM {
+					if ptrs[i] == nil {
+						ptrs[i] = unsafe.Pointer(&edge[i*maxRowSpan])
+					}
+				}
+			} else {
+				c.fillPointers(&ptrs, xb, zero, r0, rows)
+			}
 			for pn := b0; pn < b1; pn++ {
-				w := c.packed[pn*taps*k*tileN:]
+				w := c.packed[pn*panelLen:]
 				bias := c.bias[pn*tileN:]
 				cols := min(tileN, oc-pn*tileN)
 				if rows == tileM && cols == tileN {
@@ -208,6 +238,54 @@ func (c *Conv) fillPointers(ptrs *[tileM * maxTaps]unsafe.Pointer, x, zero unsaf
 				}
 				ptrs[t] = ptr
 				t += tileM
+			}
+		}
+	}
+}
+
+// fillRowPointers is fillPointers for the rowTaps mode: entry fy*tileM+r
+// points at the KW*InC input values under filter row fy for pixel r0+r,
+// at a row of zeros when the row is outside the input; when the window
+// crosses the left or right edge it writes a zero-padded copy to edge and
+// leaves the entry nil for the caller to point at it.
+func (c *Conv) fillRowPointers(ptrs *[tileM * maxTaps]unsafe.Pointer, edge *[tileM * maxRowTaps * maxRowSpan]float32, x []float32, zero unsafe.Pointer, r0, rows int) {
+	p := &c.p
+	span := p.KW * p.InC
+	hw := p.OutH * p.OutW
+	b, rem := r0/hw, r0%hw
+	oy, ox := rem/p.OutW, rem%p.OutW
+	for r := 0; r < tileM; r++ {
+		if r > 0 && r < rows {
+			if ox++; ox == p.OutW {
+				ox = 0
+				if oy++; oy == p.OutH {
+					oy = 0
+					b++
+				}
+			}
+		}
+		y0, x0 := oy*p.StrideH-p.PadH, ox*p.StrideW-p.PadW
+		inside := x0 >= 0 && x0+p.KW <= p.InW
+		for fy := 0; fy < p.KH; fy++ {
+			iy := y0 + fy*p.DilH
+			slot := fy*tileM + r
+			switch {
+			case iy < 0 || iy >= p.InH:
+				ptrs[slot] = zero
+			case inside:
+				ptrs[slot] = unsafe.Pointer(&x[((b*p.InH+iy)*p.InW+x0)*p.InC])
+			default:
+				e := edge[slot*maxRowSpan:][:span]
+				row := x[(b*p.InH+iy)*p.InW*p.InC:][:p.InW*p.InC]
+				for fx := 0; fx < p.KW; fx++ {
+					d := e[fx*p.InC:][:p.InC]
+					if ix := x0 + fx; ix >= 0 && ix < p.InW {
+						copy(d, row[ix*p.InC:][:p.InC])
+					} else {
+						clear(d)
+					}
+				}
+				ptrs[slot] = nil // Run points it at e: edge must stay in its frame
 			}
 		}
 	}

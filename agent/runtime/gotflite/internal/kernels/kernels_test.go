@@ -369,9 +369,16 @@ func TestRunAllocatesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	fy := make([]float32, 10)
+	fp := geometry(1, 15, 15, 3, 16, 3, 2, 1, true) // filter rows copied at the edges
+	first, err := NewConv(fp, randSlice(r, fp.OutC*9*fp.InC), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fx, fyy := randSlice(r, fp.inLen()), make([]float32, fp.outLen())
 	for _, portable := range []bool{false, true} {
 		run := func() {
 			if n := testing.AllocsPerRun(20, func() {
+				first.Run(fx, fyy, 0, first.Units())
 				c.Run(x, y, 0, c.Units())
 				d.Run(x, dy, 0, d.Units())
 				f.Run(x, fy, 0, 10)
