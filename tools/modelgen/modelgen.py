@@ -508,11 +508,42 @@ def op_coverage_module():
     return Ops(), shape
 
 
-def op_coverage_builder(name, quant=None):
+def op_coverage2_module(depth_to_space=True):
+    """A second coverage graph: SPLIT_V, SLICE, DEPTH_TO_SPACE,
+    SPACE_TO_DEPTH and UNPACK (YOLO heads split boxes from classes unevenly;
+    YOLOv5's stem and super-resolution models move space to depth and back).
+    TFLite's reference kernels lack int8 DEPTH_TO_SPACE (version 2), so the
+    int8 variant leaves it out."""
+    rng = np.random.default_rng(43)
+    k1 = tf.constant(rng.normal(0.0, 0.5, (3, 3, 4, 12)).astype(np.float32))
+    shape = [1, 8, 8, 4]
+
+    class Ops(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32, name="input")])
+        def serve(self, x):
+            h = tf.nn.relu(tf.nn.conv2d(x, k1, 1, "SAME"))  # [1,8,8,12]
+            a, b, c = tf.split(h, [2, 7, 3], axis=3)  # SPLIT_V
+            s = tf.slice(h, [0, 1, 2, 3], [1, 5, -1, 6])  # SLICE
+            s2d = tf.nn.space_to_depth(x, 2)  # [1,4,4,16]
+            u0, u1, u2, u3 = tf.unstack(s2d, axis=1)  # UNPACK: 4 x [1,4,16]
+            out = {
+                "split_v": b - tf.concat([a, c, a], axis=3),
+                "slice": s,
+                "unpack": u2 - u0,
+                "unpack_last": u3 + u1,
+            }
+            if depth_to_space:
+                out["depth_to_space"] = tf.nn.depth_to_space(h, 2)  # [1,16,16,3]
+            return out
+
+    return Ops(), shape
+
+
+def op_coverage_builder(name, module=op_coverage_module, quant=None):
     @model(name)
     def builder():
         rng = seeded(41)
-        m, shape = op_coverage_module()
+        m, shape = module()
         conv = tf.lite.TFLiteConverter.from_concrete_functions([m.serve.get_concrete_function()], m)
         if quant == "int8":
             rep = grid_inputs(rng, shape, 16)
@@ -530,6 +561,8 @@ def op_coverage_builder(name, quant=None):
 
 op_coverage_builder("op_coverage")
 op_coverage_builder("op_coverage_int8", quant="int8")
+op_coverage_builder("op_coverage2", op_coverage2_module)
+op_coverage_builder("op_coverage2_int8", lambda: op_coverage2_module(depth_to_space=False), quant="int8")
 
 
 # ---------------------------------------------------------------------------

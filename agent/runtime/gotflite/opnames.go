@@ -47,6 +47,7 @@ const (
 	opConcatenation         = 2
 	opConv2D                = 3
 	opDepthwiseConv2D       = 4
+	opDepthToSpace          = 5
 	opDequantize            = 6
 	opFullyConnected        = 9
 	opLogistic              = 14
@@ -58,6 +59,7 @@ const (
 	opReshape               = 22
 	opResizeBilinear        = 23
 	opSoftmax               = 25
+	opSpaceToDepth          = 26
 	opTanh                  = 28
 	opCustom                = 32
 	opPad                   = 34
@@ -68,7 +70,10 @@ const (
 	opSqueeze               = 43
 	opStridedSlice          = 45
 	opSplit                 = 49
+	opSlice                 = 65
+	opUnpack                = 88
 	opResizeNearestNeighbor = 97
+	opSplitV                = 102
 	opQuantize              = 114
 	opHardSwish             = 117
 )

@@ -5,8 +5,9 @@ import (
 	"math"
 )
 
-// Data-movement and resizing operators: TRANSPOSE, STRIDED_SLICE, SPLIT,
-// GATHER, RESIZE_NEAREST_NEIGHBOR and RESIZE_BILINEAR.
+// Data-movement and resizing operators: TRANSPOSE, STRIDED_SLICE, SLICE,
+// SPLIT, SPLIT_V, UNPACK, GATHER, SPACE_TO_DEPTH, DEPTH_TO_SPACE,
+// RESIZE_NEAREST_NEIGHBOR and RESIZE_BILINEAR.
 //
 // Every operator but RESIZE_BILINEAR only moves elements, so it is
 // prepared as a table (output element i is input element tab[i]) computed
@@ -20,6 +21,11 @@ func init() {
 	builtinOps[opGather] = prepGather
 	builtinOps[opResizeNearestNeighbor] = prepResizeNearest
 	builtinOps[opResizeBilinear] = prepResizeBilinear
+	builtinOps[opSplitV] = prepSplitV
+	builtinOps[opUnpack] = prepUnpack
+	builtinOps[opSlice] = prepSlice
+	builtinOps[opSpaceToDepth] = func(p *opPrep) (kernel, error) { return prepSpaceDepth(p, optSpaceToDepth, true) }
+	builtinOps[opDepthToSpace] = func(p *opPrep) (kernel, error) { return prepSpaceDepth(p, optDepthToSpace, false) }
 }
 
 // Builtin options union types used here.
@@ -28,7 +34,12 @@ const (
 	optGather                = 23
 	optStridedSlice          = 32
 	optSplit                 = 35
+	optSpaceToDepth          = 19
+	optSlice                 = 48
+	optUnpack                = 64
 	optResizeNearestNeighbor = 74
+	optSplitV                = 79
+	optDepthToSpace          = 94
 )
 
 // sameQuant checks that a data-movement operator's output has its input's
@@ -257,27 +268,7 @@ func prepStridedSlice(p *opPrep) (kernel, error) {
 	if err := checkShape(out, shape); err != nil {
 		return nil, err
 	}
-	is := strides(in.shape)
-	tab := make([]int32, 0, out.n)
-	idx := make([]int, r)
-	n := 1
-	for _, ax := range axes {
-		n *= ax.count
-	}
-	for k := 0; k < n; k++ {
-		src := 0
-		for d := 0; d < r; d++ {
-			src += (axes[d].start + idx[d]*axes[d].stride) * is[d]
-		}
-		tab = append(tab, int32(src))
-		for d := r - 1; d >= 0; d-- {
-			if idx[d]++; idx[d] < axes[d].count {
-				break
-			}
-			idx[d] = 0
-		}
-	}
-	return tableOp(in, out, tab)
+	return tableOp(in, out, sliceTable(in.shape, axes))
 }
 
 func prepSplit(p *opPrep) (kernel, error) {
@@ -317,23 +308,40 @@ func prepSplit(p *opPrep) (kernel, error) {
 	if num == 0 || in.shape[axis]%num != 0 {
 		return nil, bad("axis %d of size %d does not split into %d", axis, in.shape[axis], num)
 	}
-	part := in.shape[axis] / num
-	shape := append([]int(nil), in.shape...)
-	shape[axis] = part
+	sizes := make([]int, num)
+	for i := range sizes {
+		sizes[i] = in.shape[axis] / num
+	}
+	return splitKernel(in, p.outs, axis, sizes, false)
+}
+
+// splitKernel copies consecutive parts of in along axis, of the given
+// sizes, to outs; squeeze drops the axis from the outputs' shapes
+// (UNPACK).
+func splitKernel(in *tinfo, outs []*tinfo, axis int, sizes []int, squeeze bool) (kernel, error) {
 	outer := numElements(in.shape[:axis])
 	inner := numElements(in.shape[axis+1:])
-	kernels := make([]kernel, num)
-	for s, out := range p.outs {
+	kernels := make([]kernel, len(outs))
+	first := 0
+	for s, out := range outs {
+		part := sizes[s]
+		shape := append([]int(nil), in.shape...)
+		shape[axis] = part
+		if squeeze {
+			shape = append(shape[:axis:axis], in.shape[axis+1:]...)
+		}
 		if err := checkShape(out, shape); err != nil {
 			return nil, err
 		}
 		tab := make([]int32, 0, out.n)
 		for o := 0; o < outer; o++ {
-			base := (o*in.shape[axis] + s*part) * inner
+			base := (o*in.shape[axis] + first) * inner
 			for k := 0; k < part*inner; k++ {
 				tab = append(tab, int32(base+k))
 			}
 		}
+		first += part
+		var err error
 		if kernels[s], err = tableOp(in, out, tab); err != nil {
 			return nil, err
 		}
@@ -346,6 +354,219 @@ func prepSplit(p *opPrep) (kernel, error) {
 		}
 		return nil
 	}, nil
+}
+
+// normAxis resolves a possibly negative axis of a rank-r tensor.
+func normAxis(axis, r int) (int, error) {
+	if axis < 0 {
+		axis += r
+	}
+	if axis < 0 || axis >= r {
+		return 0, bad("axis %d out of range for rank %d", axis, r)
+	}
+	return axis, nil
+}
+
+func prepSplitV(p *opPrep) (kernel, error) {
+	if len(p.ins) != 3 || p.ins[0] == nil || p.ins[1] == nil || p.ins[2] == nil {
+		return nil, bad("has %d inputs, want 3", len(p.ins))
+	}
+	in := p.ins[0]
+	sizes, err := constInts(p.ins[1], "size_splits")
+	if err != nil {
+		return nil, err
+	}
+	axes, err := constInts(p.ins[2], "axis")
+	if err != nil {
+		return nil, err
+	}
+	if len(axes) != 1 {
+		return nil, bad("axis has %d values, want 1", len(axes))
+	}
+	axis, err := normAxis(axes[0], len(in.shape))
+	if err != nil {
+		return nil, err
+	}
+	if len(sizes) != len(p.outs) || len(sizes) == 0 {
+		return nil, bad("size_splits has %d values for %d outputs", len(sizes), len(p.outs))
+	}
+	// One size may be -1: the rest of the axis.
+	sum, unknown := 0, -1
+	for i, v := range sizes {
+		switch {
+		case v == -1 && unknown < 0:
+			unknown = i
+		case v < 0:
+			return nil, bad("size_splits %v has a negative size", sizes)
+		default:
+			sum += v
+		}
+	}
+	if unknown >= 0 {
+		if sum > in.shape[axis] {
+			return nil, bad("size_splits %v exceed axis size %d", sizes, in.shape[axis])
+		}
+		sizes[unknown] = in.shape[axis] - sum
+	} else if sum != in.shape[axis] {
+		return nil, bad("size_splits %v do not add up to axis size %d", sizes, in.shape[axis])
+	}
+	return splitKernel(in, p.outs, axis, sizes, false)
+}
+
+func prepUnpack(p *opPrep) (kernel, error) {
+	if len(p.ins) != 1 || p.ins[0] == nil {
+		return nil, bad("has %d inputs, want 1", len(p.ins))
+	}
+	in := p.ins[0]
+	opts, _, err := p.options(optUnpack)
+	if err != nil {
+		return nil, err
+	}
+	num, err := opts.int32Field(0, 0)
+	if err != nil {
+		return nil, bad("options: %v", err)
+	}
+	axis32, err := opts.int32Field(1, 0)
+	if err != nil {
+		return nil, bad("options: %v", err)
+	}
+	axis, err := normAxis(int(axis32), len(in.shape))
+	if err != nil {
+		return nil, err
+	}
+	if int(num) != len(p.outs) || in.shape[axis] != len(p.outs) {
+		return nil, bad("num %d, %d outputs, axis %d of size %d: all must agree", num, len(p.outs), axis, in.shape[axis])
+	}
+	sizes := make([]int, len(p.outs))
+	for i := range sizes {
+		sizes[i] = 1
+	}
+	return splitKernel(in, p.outs, axis, sizes, true)
+}
+
+func prepSlice(p *opPrep) (kernel, error) {
+	if err := p.arity(3, 3, 1); err != nil {
+		return nil, err
+	}
+	in, out := p.ins[0], p.outs[0]
+	begin, err := constInts(p.ins[1], "begin")
+	if err != nil {
+		return nil, err
+	}
+	size, err := constInts(p.ins[2], "size")
+	if err != nil {
+		return nil, err
+	}
+	r := len(in.shape)
+	if len(begin) != r || len(size) != r {
+		return nil, bad("begin %v and size %v must have %d values", begin, size, r)
+	}
+	axes := make([]sliceAxis, r)
+	shape := make([]int, r)
+	for a := 0; a < r; a++ {
+		b, n := begin[a], size[a]
+		if n == -1 {
+			n = in.shape[a] - b
+		}
+		if b < 0 || n < 0 || b+n > in.shape[a] {
+			return nil, bad("axis %d: begin %d size %d is outside its size %d", a, begin[a], size[a], in.shape[a])
+		}
+		axes[a] = sliceAxis{start: b, stride: 1, count: n}
+		shape[a] = n
+	}
+	if err := checkShape(out, shape); err != nil {
+		return nil, err
+	}
+	return tableOp(in, out, sliceTable(in.shape, axes))
+}
+
+// sliceTable lists the input offsets of a (strided) slice in row-major
+// output order.
+func sliceTable(inShape []int, axes []sliceAxis) []int32 {
+	is := strides(inShape)
+	r := len(axes)
+	n := 1
+	for _, ax := range axes {
+		n *= ax.count
+	}
+	tab := make([]int32, 0, n)
+	idx := make([]int, r)
+	for k := 0; k < n; k++ {
+		src := 0
+		for d := 0; d < r; d++ {
+			src += (axes[d].start + idx[d]*axes[d].stride) * is[d]
+		}
+		tab = append(tab, int32(src))
+		for d := r - 1; d >= 0; d-- {
+			if idx[d]++; idx[d] < axes[d].count {
+				break
+			}
+			idx[d] = 0
+		}
+	}
+	return tab
+}
+
+// prepSpaceDepth is SPACE_TO_DEPTH (toDepth) and DEPTH_TO_SPACE on NHWC
+// tensors: output channel (dy*block+dx)*C + c of a cell holds input pixel
+// (dy, dx) of the block, channel c.
+func prepSpaceDepth(p *opPrep, union uint8, toDepth bool) (kernel, error) {
+	if err := p.arity(1, 1, 1); err != nil {
+		return nil, err
+	}
+	in, out := p.ins[0], p.outs[0]
+	opts, _, err := p.options(union)
+	if err != nil {
+		return nil, err
+	}
+	bs32, err := opts.int32Field(0, 0)
+	if err != nil {
+		return nil, bad("options: %v", err)
+	}
+	bs := int(bs32)
+	if bs < 1 || len(in.shape) != 4 {
+		return nil, bad("block size %d on input %s of rank %d, want a positive block size and rank 4", bs, in, len(in.shape))
+	}
+	nb, h, w, c := in.shape[0], in.shape[1], in.shape[2], in.shape[3]
+	var shape []int
+	if toDepth {
+		if h%bs != 0 || w%bs != 0 {
+			return nil, bad("input %s height %d and width %d are not multiples of block size %d", in, h, w, bs)
+		}
+		shape = []int{nb, h / bs, w / bs, c * bs * bs}
+	} else {
+		if c%(bs*bs) != 0 {
+			return nil, bad("input %s depth %d is not a multiple of block size %d squared", in, c, bs)
+		}
+		shape = []int{nb, h * bs, w * bs, c / (bs * bs)}
+	}
+	if err := checkShape(out, shape); err != nil {
+		return nil, err
+	}
+	// Walk the space side (the larger grid) and pair each element with
+	// its offset on the depth side.
+	sb, sh, sw, sc := nb, h, w, c // space-side shape
+	if !toDepth {
+		sh, sw, sc = shape[1], shape[2], shape[3]
+	}
+	dh, dw, dc := sh/bs, sw/bs, sc*bs*bs // depth-side shape
+	tab := make([]int32, out.n)
+	for b := 0; b < sb; b++ {
+		for y := 0; y < sh; y++ {
+			for x := 0; x < sw; x++ {
+				for k := 0; k < sc; k++ {
+					space := ((b*sh+y)*sw+x)*sc + k
+					depth := ((b*dh+y/bs)*dw+x/bs)*dc + ((y%bs)*bs+x%bs)*sc + k
+					if toDepth {
+						tab[depth] = int32(space)
+					} else {
+						tab[space] = int32(depth)
+					}
+				}
+			}
+		}
+	}
+	return tableOp(in, out, tab)
 }
 
 func prepGather(p *opPrep) (kernel, error) {
