@@ -14,7 +14,7 @@ type Depthwise struct {
 	taps int
 	w    []float32 // [tap][C]
 	bias []float32 // C, zero when the model has none
-	vec  int       // channels the vector kernel covers (a multiple of 8)
+	vec  int       // channels the vector kernel covers (a multiple of 8, 4 on arm64)
 	// oxA and oxB bound the interior output columns [oxA, oxB) whose
 	// horizontal taps are all inside the input.
 	oxA, oxB int
@@ -39,8 +39,11 @@ func NewDepthwise(p ConvParams, filter, bias []float32) (*Depthwise, error) {
 	}
 	d := &Depthwise{p: p, taps: taps, w: append([]float32(nil), filter...), bias: make([]float32, ch)}
 	copy(d.bias, bias)
-	if haveAVX2 {
+	switch {
+	case haveAVX2:
 		d.vec = ch &^ 7
+	case haveNEON:
+		d.vec = ch &^ 3
 	}
 	// Interior columns: ox*sw - padW >= 0 and ox*sw - padW + (KW-1)*dw < InW.
 	d.oxA = min(p.OutW, (p.PadW+p.StrideW-1)/p.StrideW)
@@ -130,7 +133,11 @@ func (d *Depthwise) pixels(n int, ins, ws *[maxTaps]unsafe.Pointer, taps, step i
 	ch := d.p.OutC
 	_ = out[(n-1)*ch+ch-1]
 	if d.vec > 0 {
-		dwAVX2(n, &ins[0], &ws[0], taps, step, d.vec, &d.bias[0], &out[0], ch*4, d.p.Lo, d.p.Hi)
+		if haveNEON {
+			dwNEON(n, &ins[0], &ws[0], taps, step, d.vec, &d.bias[0], &out[0], ch*4, d.p.Lo, d.p.Hi)
+		} else {
+			dwAVX2(n, &ins[0], &ws[0], taps, step, d.vec, &d.bias[0], &out[0], ch*4, d.p.Lo, d.p.Hi)
+		}
 	}
 	if d.vec < ch {
 		dwGo(n, ins, ws, taps, step, d.vec, ch, d.bias, out, d.p.Lo, d.p.Hi)

@@ -16,3 +16,9 @@ const (
 //
 //go:noescape
 func tileNEON(a *unsafe.Pointer, taps, k int, w, bias, c *float32, ldc int, lo, hi float32)
+
+// dwNEON is the vector part of Depthwise.pixels over channels [0, ch), ch
+// a multiple of 4; outStep is in bytes.
+//
+//go:noescape
+func dwNEON(n int, ins, ws *unsafe.Pointer, taps, step, ch int, bias, out *float32, outStep int, lo, hi float32)

@@ -156,3 +156,108 @@ kloop:
 	ADD  R13, R12, R12
 	VST1 [V28.S4, V29.S4, V30.S4, V31.S4], (R12)
 	RET
+
+// func dwNEON(n int, ins, ws *unsafe.Pointer, taps, step, ch int, bias, out *float32, outStep int, lo, hi float32)
+//
+// The vector part of Depthwise.pixels over channels [0, ch), ch a multiple
+// of 4: 16 channels per pass (V0-V3), then 4. R3 is the pixel's byte
+// offset into every input row, R1 its output, R5 the channel byte offset.
+// V30 and V31 hold the clamp bounds (FMAX/FMIN as WORDs, see tileNEON).
+TEXT ·dwNEON(SB), NOSPLIT, $0-80
+	MOVD  n+0(FP), R0
+	MOVD  out+56(FP), R1
+	MOVD  ch+40(FP), R2
+	LSL   $2, R2, R2
+	MOVD  $0, R3
+	MOVD  $lo+72(FP), R4
+	VLD1R (R4), [V30.S4]
+	MOVD  $hi+76(FP), R4
+	VLD1R (R4), [V31.S4]
+	CBZ   R0, dwndone
+
+dwnpixel:
+	MOVD $0, R5
+
+dwn16:
+	SUB  R5, R2, R6
+	CMP  $64, R6
+	BLT  dwn4
+	MOVD bias+48(FP), R7
+	ADD  R5, R7, R7
+	VLD1 (R7), [V0.S4, V1.S4, V2.S4, V3.S4]
+	MOVD ins+8(FP), R8
+	MOVD ws+16(FP), R9
+	MOVD taps+24(FP), R10
+	CBZ  R10, dwnst16
+
+dwnt16:
+	MOVD.P 8(R8), R11
+	ADD    R3, R11, R11
+	ADD    R5, R11, R11
+	MOVD.P 8(R9), R12
+	ADD    R5, R12, R12
+	VLD1   (R11), [V4.S4, V5.S4, V6.S4, V7.S4]
+	VLD1   (R12), [V16.S4, V17.S4, V18.S4, V19.S4]
+	VFMLA  V16.S4, V4.S4, V0.S4
+	VFMLA  V17.S4, V5.S4, V1.S4
+	VFMLA  V18.S4, V6.S4, V2.S4
+	VFMLA  V19.S4, V7.S4, V3.S4
+	SUBS   $1, R10, R10
+	BNE    dwnt16
+
+dwnst16:
+	WORD $0x4e20f7c0 // FMAX V0.4S, V30.4S, V0.4S
+	WORD $0x4e21f7c1 // FMAX V1.4S, V30.4S, V1.4S
+	WORD $0x4e22f7c2 // FMAX V2.4S, V30.4S, V2.4S
+	WORD $0x4e23f7c3 // FMAX V3.4S, V30.4S, V3.4S
+	WORD $0x4ea0f7e0 // FMIN V0.4S, V31.4S, V0.4S
+	WORD $0x4ea1f7e1 // FMIN V1.4S, V31.4S, V1.4S
+	WORD $0x4ea2f7e2 // FMIN V2.4S, V31.4S, V2.4S
+	WORD $0x4ea3f7e3 // FMIN V3.4S, V31.4S, V3.4S
+	ADD  R5, R1, R13
+	VST1 [V0.S4, V1.S4, V2.S4, V3.S4], (R13)
+	ADD  $64, R5, R5
+	B    dwn16
+
+dwn4:
+	SUB  R5, R2, R6
+	CMP  $16, R6
+	BLT  dwnnext
+	MOVD bias+48(FP), R7
+	ADD  R5, R7, R7
+	VLD1 (R7), [V0.S4]
+	MOVD ins+8(FP), R8
+	MOVD ws+16(FP), R9
+	MOVD taps+24(FP), R10
+	CBZ  R10, dwnst4
+
+dwnt4:
+	MOVD.P 8(R8), R11
+	ADD    R3, R11, R11
+	ADD    R5, R11, R11
+	MOVD.P 8(R9), R12
+	ADD    R5, R12, R12
+	VLD1   (R11), [V4.S4]
+	VLD1   (R12), [V16.S4]
+	VFMLA  V16.S4, V4.S4, V0.S4
+	SUBS   $1, R10, R10
+	BNE    dwnt4
+
+dwnst4:
+	WORD $0x4e20f7c0 // FMAX V0.4S, V30.4S, V0.4S
+	WORD $0x4ea0f7e0 // FMIN V0.4S, V31.4S, V0.4S
+	ADD  R5, R1, R13
+	VST1 [V0.S4], (R13)
+	ADD  $16, R5, R5
+	B    dwn4
+
+dwnnext:
+	MOVD step+32(FP), R14
+	ADD  R14, R3, R3
+	MOVD outStep+64(FP), R14
+	ADD  R14, R1, R1
+	SUBS $1, R0, R0
+	BNE  dwnpixel
+
+dwndone:
+	RET

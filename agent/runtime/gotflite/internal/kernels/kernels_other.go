@@ -50,3 +50,7 @@ func dwI8PairAVX2(n int, ins *unsafe.Pointer, w *int16, pairs, step, ch int, bia
 }
 
 func addAVX2(x, y, z *float32, n int, lo, hi float32) { panic("kernels: no AVX2 on this architecture") }
+
+func dwNEON(n int, ins, ws *unsafe.Pointer, taps, step, ch int, bias, out *float32, outStep int, lo, hi float32) {
+	panic("kernels: no NEON on this architecture")
+}
