@@ -7,6 +7,10 @@
 // with XNNPACK; only invoke() is timed) under the given Python. The gotflite
 // side times Model.Run in process on the same kind of input. Use
 // `make bench-tflite`, which makes the models and the Python venv first.
+//
+// On a shared machine, --rounds N alternates the two sides N times per row
+// and pools the samples, so that a burst of load falls on both; the table
+// then also shows each side's fastest run, which load can only slow down.
 package main
 
 import (
@@ -39,10 +43,45 @@ func main() {
 }
 
 type result struct {
-	MedianUS float64 `json:"median_us"`
-	P90US    float64 `json:"p90_us"`
-	Runs     int     `json:"runs"`
-	Err      string  `json:"-"`
+	MedianUS float64   `json:"median_us"`
+	P90US    float64   `json:"p90_us"`
+	MinUS    float64   `json:"min_us"`
+	Runs     int       `json:"runs"`
+	TimesUS  []float64 `json:"times_us"`
+	Err      string    `json:"-"`
+}
+
+// pool merges the samples of several rounds into one result.
+func pool(rs []result) result {
+	var all []float64
+	for _, r := range rs {
+		if r.Err != "" {
+			return r
+		}
+		all = append(all, r.TimesUS...)
+	}
+	return summarize(all)
+}
+
+// summarize sorts times (in microseconds) and takes their statistics.
+func summarize(times []float64) result {
+	if len(times) == 0 {
+		return result{Err: "no timed runs"}
+	}
+	slices.Sort(times)
+	return result{MedianUS: times[len(times)/2], P90US: times[len(times)*9/10], MinUS: times[0], Runs: len(times), TimesUS: times}
+}
+
+// loadAverage returns the 1-minute load average, or "" where unknown.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0]
+	}
+	return ""
 }
 
 func run(ctx context.Context, args []string, out io.Writer) error {
@@ -54,8 +93,12 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	warmup := fs.Int("warmup", 5, "untimed runs first")
 	python := fs.String("python", ".venv/bin/python", "Python with tensorflow, for the official interpreter")
 	script := fs.String("official", "tools/tflitebench/official.py", "the official-interpreter timing script")
+	rounds := fs.Int("rounds", 1, "alternate gotflite and the official interpreter this many times per row, pooling the runs")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *rounds < 1 {
+		return fmt.Errorf("--rounds: %d is not a positive count", *rounds)
 	}
 	var threads []int
 	for _, s := range strings.Split(*threadList, ",") {
@@ -65,10 +108,10 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 		threads = append(threads, n)
 	}
-	fmt.Fprintf(out, "tflitebench: %s/%s, GOMAXPROCS %d, %d CPUs, %d runs after %d warm-up, %s\n\n",
-		runtime.GOOS, runtime.GOARCH, runtime.GOMAXPROCS(0), runtime.NumCPU(), *runs, *warmup, time.Now().UTC().Format("2006-01-02"))
-	fmt.Fprintln(out, "| model | threads | gotflite median | official (XNNPACK) median | ratio |")
-	fmt.Fprintln(out, "|---|---|---|---|---|")
+	fmt.Fprintf(out, "tflitebench: %s/%s, GOMAXPROCS %d, %d CPUs, %d rounds of %d runs after %d warm-up, load average %s at start, %s\n\n",
+		runtime.GOOS, runtime.GOARCH, runtime.GOMAXPROCS(0), runtime.NumCPU(), *rounds, *runs, *warmup, loadAverage(), time.Now().UTC().Format("2006-01-02"))
+	fmt.Fprintln(out, "| model | threads | gotflite median | official (XNNPACK) median | ratio | gotflite min | official min | min ratio |")
+	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|")
 	for _, name := range strings.Split(*names, ",") {
 		path := filepath.Join(*dir, strings.TrimSpace(name))
 		art, err := os.ReadFile(path)
@@ -76,13 +119,19 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			return fmt.Errorf("%w (make the models with `make bench-tflite` or tools/tflitebench/makemodels.py)", err)
 		}
 		for _, n := range threads {
-			g := timeGotflite(ctx, art, n, *runs, *warmup)
-			o := timeOfficial(ctx, *python, *script, path, n, *runs, *warmup)
-			ratio := "-"
-			if g.Err == "" && o.Err == "" && o.MedianUS > 0 {
-				ratio = fmt.Sprintf("%.2fx", g.MedianUS/o.MedianUS)
+			var gs, ofs []result
+			for range *rounds {
+				gs = append(gs, timeGotflite(ctx, art, n, *runs, *warmup))
+				ofs = append(ofs, timeOfficial(ctx, *python, *script, path, n, *runs, *warmup))
 			}
-			fmt.Fprintf(out, "| %s | %d | %s | %s | %s |\n", strings.TrimSuffix(filepath.Base(path), ".tflite"), n, cell(g), cell(o), ratio)
+			g, o := pool(gs), pool(ofs)
+			ratio, minRatio := "-", "-"
+			if g.Err == "" && o.Err == "" && o.MedianUS > 0 && o.MinUS > 0 {
+				ratio = fmt.Sprintf("%.2fx", g.MedianUS/o.MedianUS)
+				minRatio = fmt.Sprintf("%.2fx", g.MinUS/o.MinUS)
+			}
+			fmt.Fprintf(out, "| %s | %d | %s | %s | %s | %s | %s | %s |\n", strings.TrimSuffix(filepath.Base(path), ".tflite"), n,
+				cell(g), cell(o), ratio, minCell(g), minCell(o), minRatio)
 		}
 	}
 	return nil
@@ -93,6 +142,13 @@ func cell(r result) string {
 		return "error: " + r.Err
 	}
 	return fmt.Sprintf("%.2f ms", r.MedianUS/1000)
+}
+
+func minCell(r result) string {
+	if r.Err != "" {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f ms", r.MinUS/1000)
 }
 
 // timeGotflite loads the model with the given thread count and times Run.
@@ -116,8 +172,7 @@ func timeGotflite(ctx context.Context, art []byte, threads, runs, warmup int) re
 		}
 		times = append(times, float64(time.Since(t0).Nanoseconds())/1000)
 	}
-	slices.Sort(times)
-	return result{MedianUS: times[len(times)/2], P90US: times[len(times)*9/10], Runs: runs}
+	return summarize(times)
 }
 
 // randomInputs fills each input with fixed-seed values: uniform [-1, 1) for
@@ -166,5 +221,8 @@ func timeOfficial(ctx context.Context, python, script, model string, threads, ru
 	if err := json.Unmarshal(b, &r); err != nil {
 		return result{Err: fmt.Sprintf("official.py printed %q: %v", b, err)}
 	}
-	return r
+	if len(r.TimesUS) == 0 {
+		return result{Err: "official.py printed no times_us"}
+	}
+	return summarize(r.TimesUS)
 }
