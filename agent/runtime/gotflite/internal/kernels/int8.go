@@ -473,8 +473,14 @@ func (d *DepthwiseInt8) Run(x, y []int8, lo, hi int) {
 				if n%2 == 1 {
 					ins[n] = ins[n-1] // pairs with a zero weight
 				}
-				dwI8PairAVX2(d.oxB-d.oxA, &ins[0], &d.paired[0], d.pairs, p.StrideW*ch, vec, &fb[0], &d.rq[0],
-					&row[d.oxA*ch], ch, d.cpad*4)
+				// Direct calls: through a func value the arguments would escape.
+				if haveVNNI {
+					dwI8PairVNNI(d.oxB-d.oxA, &ins[0], &d.paired[0], d.pairs, p.StrideW*ch, vec, &fb[0], &d.rq[0],
+						&row[d.oxA*ch], ch, d.cpad*4)
+				} else {
+					dwI8PairAVX2(d.oxB-d.oxA, &ins[0], &d.paired[0], d.pairs, p.StrideW*ch, vec, &fb[0], &d.rq[0],
+						&row[d.oxA*ch], ch, d.cpad*4)
+				}
 				if vec < ch {
 					d.pixelsFrom(vec, d.oxB-d.oxA, &ins, tapIdx[:n], p.StrideW*ch, fb, row[d.oxA*ch:])
 				}

@@ -272,6 +272,10 @@ func TestDepthwiseInt8MatchesReference(t *testing.T) {
 				return y
 			}
 			checkEqualInt8(t, "default kernels", run(), want)
+			setVNNI(false)
+			avx2 := run()
+			setVNNI(true)
+			checkEqualInt8(t, "AVX2 kernels without VNNI", avx2, want)
 			var slow []int8
 			withPortable(t, func() { slow = run() })
 			checkEqualInt8(t, "portable kernels", slow, want)

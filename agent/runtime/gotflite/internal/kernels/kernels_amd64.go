@@ -78,3 +78,8 @@ func addAVX2(x, y, z *float32, n int, lo, hi float32)
 func dwNEON(n int, ins, ws *unsafe.Pointer, taps, step, ch int, bias, out *float32, outStep int, lo, hi float32) {
 	panic("kernels: no NEON on this architecture")
 }
+
+// dwI8PairVNNI is dwI8PairAVX2 with VPDPWSSD.
+//
+//go:noescape
+func dwI8PairVNNI(n int, ins *unsafe.Pointer, w *int16, pairs, step, ch int, bias *int32, rq *rqBlock, out *int8, outStep, wstride int)

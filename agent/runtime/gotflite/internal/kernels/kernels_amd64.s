@@ -795,6 +795,75 @@ pdone:
 	VZEROUPPER
 	RET
 
+// func dwI8PairVNNI(n int, ins *unsafe.Pointer, w *int16, pairs, step, ch int, bias *int32, rq *rqBlock, out *int8, outStep, wstride int)
+//
+// dwI8PairAVX2 with AVX512-VNNI's VPDPWSSD, which multiplies and adds in
+// one instruction.
+//
+// The depthwise kernel for a full set of taps, two taps per VPMADDWD:
+// the two taps' input bytes are interleaved (VPUNPCKLBW/HBW) and widened,
+// so each int32 lane holds (tap a, tap b) for one channel, against
+// weights stored the same way. ins has 2*pairs entries; w is
+// [pair][channel][2] int16 with wstride bytes per pair. ch is a multiple
+// of 16.
+TEXT ·dwI8PairVNNI(SB), NOSPLIT, $0-88
+	MOVQ  n+0(FP), CX
+	MOVQ  out+64(FP), R10
+	XORQ  R9, R9
+	TESTQ CX, CX
+	JZ    vpdone
+
+vppixel:
+	XORQ BX, BX
+	MOVQ rq+56(FP), R11
+
+vpc16:
+	CMPQ    BX, ch+40(FP)
+	JGE     vpnext
+	MOVQ    bias+48(FP), DX
+	VMOVDQU (DX)(BX*4), Y0
+	VMOVDQU 32(DX)(BX*4), Y1
+	MOVQ    ins+8(FP), SI
+	MOVQ    w+16(FP), DI
+	MOVQ    pairs+24(FP), DX
+
+vppair:
+	MOVQ       (SI), R12
+	ADDQ       R9, R12
+	MOVQ       8(SI), R13
+	ADDQ       R9, R13
+	VMOVDQU    (R12)(BX*1), X2
+	VMOVDQU    (R13)(BX*1), X3
+	VPUNPCKLBW X3, X2, X4
+	VPUNPCKHBW X3, X2, X5
+	VPMOVSXBW  X4, Y4
+	VPMOVSXBW  X5, Y5
+	VPDPWSSD   (DI)(BX*4), Y4, Y0
+	VPDPWSSD   32(DI)(BX*4), Y5, Y1
+	ADDQ       $16, SI
+	ADDQ       wstride+80(FP), DI
+	DECQ       DX
+	JNZ        vppair
+
+	LEAQ    352(R11), R13
+	REQUANT(Y0, R11, Y4, Y5, Y6)
+	REQUANT(Y1, R13, Y4, Y5, Y6)
+	PACK16(Y0, Y1, X0, X4, R11)
+	VMOVDQU X0, (R10)(BX*1)
+	ADDQ    $16, BX
+	ADDQ    $704, R11
+	JMP     vpc16
+
+vpnext:
+	ADDQ step+32(FP), R9
+	ADDQ outStep+72(FP), R10
+	DECQ CX
+	JNZ  vppixel
+
+vpdone:
+	VZEROUPPER
+	RET
+
 // func addAVX2(x, y, z *float32, n int, lo, hi float32)
 // n is a positive multiple of 8. The clamp keeps NaN, as in REQUANT's
 // float cousin in tileAVX2.

@@ -54,3 +54,7 @@ func addAVX2(x, y, z *float32, n int, lo, hi float32) { panic("kernels: no AVX2 
 func dwNEON(n int, ins, ws *unsafe.Pointer, taps, step, ch int, bias, out *float32, outStep int, lo, hi float32) {
 	panic("kernels: no NEON on this architecture")
 }
+
+func dwI8PairVNNI(n int, ins *unsafe.Pointer, w *int16, pairs, step, ch int, bias *int32, rq *rqBlock, out *int8, outStep, wstride int) {
+	panic("kernels: no AVX512-VNNI on this architecture")
+}

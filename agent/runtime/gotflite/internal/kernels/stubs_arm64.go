@@ -37,3 +37,7 @@ func widenAVX2(dst *int16, src *int8, n int, off int32) {
 func dotI16AVX2(a, b *int16, n int) int32 { panic("kernels: no AVX2 on this architecture") }
 
 func addAVX2(x, y, z *float32, n int, lo, hi float32) { panic("kernels: no AVX2 on this architecture") }
+
+func dwI8PairVNNI(n int, ins *unsafe.Pointer, w *int16, pairs, step, ch int, bias *int32, rq *rqBlock, out *int8, outStep, wstride int) {
+	panic("kernels: no AVX512-VNNI on this architecture")
+}
