@@ -181,14 +181,21 @@ func (c *ConvInt8) gather(a *[qTileM * maxQRow]int16, x []int8, r0, rows int) {
 				clear(seg)
 				continue
 			}
-			src := x[((b*p.InH+iy)*p.InW)*p.InC:][:p.InW*p.InC]
+			srcOff := ((b*p.InH+iy)*p.InW)*p.InC
+			src := x[srcOff:][:p.InW*p.InC]
 			if inside && p.DilW == 1 {
 				n := p.KW * p.InC
-				if n >= 16 {
+				segOff := r*c.kt + fy*c.rowLen
+				switch {
+				case n >= 16:
 					widen(seg[:n], src[x0*p.InC:][:n], c.inOff)
-				} else {
-					// Short rows (a first layer's few channels): a call
-					// costs more than the copy.
+				case haveAVX2 && srcOff+x0*p.InC+16 <= len(x) && segOff+16 <= len(a):
+					// A short row (a first layer's few channels): widen
+					// 16 values anyway. The extra ones land on this row's
+					// padding (zeroed below) or on values written after
+					// this one, in this window or the next pixel's.
+					widenAVX2(&a[segOff], &x[srcOff+x0*p.InC], 16, c.inOff)
+				default:
 					d := seg[:n]
 					for i, v := range src[x0*p.InC:][:n] {
 						d[i] = int16(int32(v) + c.inOff)
