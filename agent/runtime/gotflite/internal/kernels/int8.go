@@ -181,7 +181,7 @@ func (c *ConvInt8) gather(a *[qTileM * maxQRow]int16, x []int8, r0, rows int) {
 				clear(seg)
 				continue
 			}
-			srcOff := ((b*p.InH+iy)*p.InW)*p.InC
+			srcOff := ((b*p.InH + iy) * p.InW) * p.InC
 			src := x[srcOff:][:p.InW*p.InC]
 			if inside && p.DilW == 1 {
 				n := p.KW * p.InC
