@@ -84,6 +84,12 @@ func TestRunServesAndStopsCleanly(t *testing.T) {
 		t.Errorf("socket mode from config file: %v %v, want 0600", fi.Mode(), err)
 	}
 	testcontrol.Wait(t, 5*time.Second, "online status", func() bool { return ctl.Status("cam-1") == wire.Online })
+	// The first reported state follows the online status; stop only after
+	// it has arrived, or the check below races the shutdown.
+	testcontrol.Wait(t, 5*time.Second, "reported state", func() bool {
+		_, ok := ctl.Reported("cam-1")
+		return ok
+	})
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("run: %v\n%s", err, stderr.String())
