@@ -117,6 +117,7 @@ func (a *API) routes() {
 	a.handle("/api/v1/devices/{id}/events", map[string]http.HandlerFunc{"GET": a.deviceEvents})
 	a.handle("/api/v1/devices/{id}/desired", map[string]http.HandlerFunc{"PUT": a.putDesired})
 	a.handle("/api/v1/artifacts/{digest}", map[string]http.HandlerFunc{"GET": a.getArtifact})
+	a.agentRoutes()
 	a.identityRoutes()
 	a.trustRoutes()
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

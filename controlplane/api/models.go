@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"mime/multipart"
 	"net/http"
 	"time"
@@ -73,84 +72,12 @@ func (a *API) getModel(w http.ResponseWriter, r *http.Request) {
 // sha256. Only then are the artifact, the targets and the registry entry
 // stored, and the control plane signs a new snapshot and timestamp.
 func (a *API) publishModel(w http.ResponseWriter, r *http.Request) {
-	// The cap covers the artifact, the metadata and multipart framing.
-	r.Body = http.MaxBytesReader(w, r.Body, a.opts.MaxUpload+tuf.MaxTargetsSize+64<<10)
-	mr, err := r.MultipartReader()
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "want multipart/form-data with parts \"targets\" (signed targets metadata), \"target\" (its path) and \"artifact\" (the model file): "+err.Error())
+	u, ok := a.readUpload(w, r, "the model file")
+	if !ok {
 		return
 	}
-	var (
-		targets, path []byte
-		pending       *store.PendingArtifact
-	)
-	defer func() {
-		if pending != nil {
-			pending.Abort() // no-op after Commit
-		}
-	}()
-	for {
-		part, err := mr.NextPart()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			a.uploadError(w, r, fmt.Errorf("reading upload: %w", err))
-			return
-		}
-		switch name := part.FormName(); name {
-		case "targets", "target":
-			limit := int64(tuf.MaxTargetsSize)
-			dst := &targets
-			if name == "target" {
-				limit, dst = 1024, &path
-			}
-			if *dst != nil {
-				writeError(w, http.StatusBadRequest, fmt.Sprintf("upload has more than one %q part", name))
-				return
-			}
-			b, err := io.ReadAll(io.LimitReader(part, limit+1))
-			if err != nil {
-				a.uploadError(w, r, fmt.Errorf("reading %s part: %w", name, err))
-				return
-			}
-			if int64(len(b)) > limit {
-				writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("%s part exceeds %d bytes", name, limit))
-				return
-			}
-			*dst = b
-		case "artifact":
-			if pending != nil {
-				writeError(w, http.StatusBadRequest, "upload has more than one \"artifact\" part")
-				return
-			}
-			if pending, err = a.opts.Artifacts.Begin(); err != nil {
-				a.internalError(w, r, err)
-				return
-			}
-			if _, err := io.Copy(pending, io.LimitReader(part, a.opts.MaxUpload+1)); err != nil {
-				a.uploadError(w, r, fmt.Errorf("reading artifact part: %w", err))
-				return
-			}
-			if pending.Size() > a.opts.MaxUpload {
-				writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("artifact exceeds the upload limit of %d bytes", a.opts.MaxUpload))
-				return
-			}
-		default:
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("unexpected upload part %q: want \"targets\", \"target\" and \"artifact\"", part.FormName()))
-			return
-		}
-		part.Close()
-	}
-	for _, p := range []struct {
-		missing bool
-		name    string
-	}{{targets == nil, "targets\" part (the signed targets metadata)"}, {path == nil, "target\" part (the new target's path)"}, {pending == nil, "artifact\" part (the model file)"}} {
-		if p.missing {
-			writeError(w, http.StatusBadRequest, "upload has no \""+p.name)
-			return
-		}
-	}
+	defer u.pending.Abort() // no-op after Commit
+	targets, path, pending := u.targets, u.path, u.pending
 
 	md, err := a.opts.Repo.CheckTargets(targets)
 	if err != nil {
