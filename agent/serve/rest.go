@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,13 +40,9 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	get := func(h http.HandlerFunc) http.HandlerFunc { return method(http.MethodGet, h) }
 	post := func(h http.HandlerFunc) http.HandlerFunc { return method(http.MethodPost, h) }
-	mux.HandleFunc("/v2/health/live", get(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]bool{"live": true})
-	}))
+	mux.HandleFunc("/v2/health/live", get(s.live))
 	mux.HandleFunc("/v2/health/ready", get(s.ready))
-	mux.HandleFunc("/v2", get(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"name": "starling", "version": s.opts.Version, "extensions": Extensions})
-	}))
+	mux.HandleFunc("/v2", get(s.serverMeta))
 	for _, sel := range []string{"", "/versions/{version}", "/labels/{label}"} {
 		mux.HandleFunc("/v2/models/{name}"+sel, get(s.metadata))
 		mux.HandleFunc("/v2/models/{name}"+sel+"/ready", get(s.modelReady))
@@ -93,6 +90,14 @@ func writeErr(w http.ResponseWriter, err error) {
 		w.Header().Set("Starling-Retry-After-Ms", strconv.FormatInt(max(re.after.Milliseconds(), 1), 10))
 	}
 	writeError(w, code, err.Error())
+}
+
+func (s *Server) live(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]bool{"live": true})
+}
+
+func (s *Server) serverMeta(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"name": "starling", "version": s.opts.Version, "extensions": Extensions})
 }
 
 func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
@@ -228,46 +233,18 @@ func (s *Server) inferHTTP(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	hl := 0
-	if h := r.Header.Get(headerInferLen); h != "" {
-		n, err := strconv.Atoi(h)
-		if err != nil || n < 0 {
-			writeErr(w, fmt.Errorf("%s %q is not a byte count: %w", headerInferLen, h, ErrBadRequest))
-			return
-		}
-		hl = n
-	}
-	req, err := parseInferRequest(*buf, hl)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	req.model, req.version, req.label = r.PathValue("name"), r.PathValue("version"), r.PathValue("label")
-	if h := r.Header.Get(HeaderTimeout); h != "" {
-		d, err := time.ParseDuration(h)
-		if err != nil || d <= 0 {
-			writeErr(w, fmt.Errorf("%s %q is not a positive duration such as 250ms: %w", HeaderTimeout, h, ErrBadRequest))
-			return
-		}
-		req.timeout = d
-	}
-	key := r.Header.Get(HeaderRouteKey)
-	if key == "" {
-		key = req.id
-	}
-	resp, err := s.infer(r.Context(), req, callerFrom(r.Context()), key)
-	if err != nil {
-		writeErr(w, err)
-		return
+	call := inferCall{
+		name: r.PathValue("name"), version: r.PathValue("version"), label: r.PathValue("label"),
+		headerLen: r.Header.Get(headerInferLen), timeout: r.Header.Get(HeaderTimeout), routeKey: r.Header.Get(HeaderRouteKey),
 	}
 	out := getBuf()
 	defer putBuf(out)
-	b, jsonLen, err := appendInferResponse((*out)[:0], resp)
-	*out = b
+	resp, jsonLen, err := s.inferREST(r.Context(), callerFrom(r.Context()), &call, *buf, out)
 	if err != nil {
-		writeErr(w, fmt.Errorf("model %s:%s: %v: %w", resp.model, resp.version, err, ErrInternal))
+		writeErr(w, err)
 		return
 	}
+	b := *out
 	h := w.Header()
 	h.Set(HeaderQueueUs, strconv.FormatInt(resp.queue.Microseconds(), 10))
 	h.Set(HeaderComputeUs, strconv.FormatInt(resp.compute.Microseconds(), 10))
@@ -281,6 +258,58 @@ func (s *Server) inferHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(http.StatusOK)
 	w.Write(b)
+}
+
+// inferCall is what an OIP v2 REST inference request says outside its
+// body: the path's model, version and label, and the raw values of the
+// headers the API reads ("" when absent).
+type inferCall struct {
+	name, version, label string
+	headerLen            string // Inference-Header-Content-Length
+	timeout              string // Starling-Timeout
+	routeKey             string // Starling-Route-Key
+}
+
+// inferREST answers one OIP v2 REST inference request, whichever HTTP
+// path brought it (net/http or the fast path): it parses body, runs the
+// request and encodes the answer into out (reset first). jsonLen is the
+// JSON part's length; when it is below len(*out) the rest is binary
+// output data. Every error wraps a sentinel (see statusOf).
+func (s *Server) inferREST(ctx context.Context, caller Caller, c *inferCall, body []byte, out *[]byte) (resp *response, jsonLen int, err error) {
+	hl := 0
+	if h := c.headerLen; h != "" {
+		n, err := strconv.Atoi(h)
+		if err != nil || n < 0 {
+			return nil, 0, fmt.Errorf("%s %q is not a byte count: %w", headerInferLen, h, ErrBadRequest)
+		}
+		hl = n
+	}
+	req, err := parseInferRequest(body, hl)
+	if err != nil {
+		return nil, 0, err
+	}
+	req.model, req.version, req.label = c.name, c.version, c.label
+	if h := c.timeout; h != "" {
+		d, err := time.ParseDuration(h)
+		if err != nil || d <= 0 {
+			return nil, 0, fmt.Errorf("%s %q is not a positive duration such as 250ms: %w", HeaderTimeout, h, ErrBadRequest)
+		}
+		req.timeout = d
+	}
+	key := c.routeKey
+	if key == "" {
+		key = req.id
+	}
+	resp, err = s.infer(ctx, req, caller, key)
+	if err != nil {
+		return nil, 0, err
+	}
+	b, jsonLen, err := appendInferResponse((*out)[:0], resp)
+	*out = b
+	if err != nil {
+		return nil, 0, fmt.Errorf("model %s:%s: %v: %w", resp.model, resp.version, err, ErrInternal)
+	}
+	return resp, jsonLen, nil
 }
 
 // appendInferResponse writes the OIP v2 JSON response, followed by the

@@ -41,6 +41,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -80,6 +81,11 @@ type Options struct {
 	ShutdownTimeout time.Duration
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// DisableFastPath turns off the REST fast path (see fastpath.go), so
+	// that net/http answers every request; default false: POST .../infer
+	// requests of the common form are answered without net/http, with
+	// the same answers, at a fraction of the per-request cost.
+	DisableFastPath bool
 }
 
 // Server is the local API server.
@@ -89,6 +95,8 @@ type Server struct {
 	gid  int // -1: keep the sockets' group
 
 	unix, tcp, gunix, gtcp net.Listener
+
+	fastAnswered atomic.Int64 // requests the fast path answered (tests read it)
 }
 
 // New checks opts and applies Models to the registry; nothing listens
@@ -283,9 +291,19 @@ func (s *Server) Serve(ctx context.Context) error {
 		l     net.Listener
 		serve func(net.Listener) error
 	}
-	parts := []part{{s.unix, srv.Serve}, {s.gunix, gs.Serve}}
+	restServe := srv.Serve
+	var fast *fastServer
+	if !s.opts.DisableFastPath {
+		fast = newFastServer(s, s.unix.Addr())
+		restServe = fast.serve
+	}
+	parts := []part{{s.unix, restServe}, {s.gunix, gs.Serve}}
 	if s.tcp != nil {
-		parts = append(parts, part{s.tcp, srv.Serve})
+		parts = append(parts, part{s.tcp, restServe})
+	}
+	if fast != nil {
+		// net/http serves the connections the fast path hands over.
+		parts = append(parts, part{fast.handoff, srv.Serve})
 	}
 	if s.gtcp != nil {
 		parts = append(parts, part{s.gtcp, gs.Serve})
@@ -310,9 +328,17 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer cancel()
 	gdone := make(chan struct{})
 	go func() { gs.GracefulStop(); close(gdone) }()
+	fdone := make(chan struct{})
+	go func() {
+		defer close(fdone)
+		if fast != nil {
+			fast.shutdown(sctx)
+		}
+	}()
 	if serr := srv.Shutdown(sctx); serr != nil {
 		srv.Close()
 	}
+	<-fdone
 	select {
 	case <-gdone:
 	case <-sctx.Done():

@@ -66,6 +66,11 @@ func TestTritonClient(t *testing.T) {
 			t.Errorf("%s = %v", k, r[k])
 		}
 	}
+	// Every HTTP call is one the fast path answers: live, ready, model
+	// ready, server and model metadata, two inferences, the unknown model.
+	if n := s.fastAnswered.Load(); n != 8 {
+		t.Errorf("the fast path answered %d of the client's 8 HTTP requests", n)
+	}
 	for _, k := range []string{"http_unknown", "grpc_unknown"} {
 		if s, _ := r[k].(string); !strings.Contains(s, "not served") {
 			t.Errorf("%s = %v, want the not-served error", k, r[k])
