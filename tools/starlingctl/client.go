@@ -48,9 +48,10 @@ func (c *client) do(ctx context.Context, method, path string, body, out any) err
 	return c.send(req, out)
 }
 
-// pushModel uploads signed targets metadata, the new target's path and the
-// artifact as multipart/form-data.
-func (c *client) pushModel(ctx context.Context, targets []byte, path string, artifact []byte, out any) error {
+// pushTarget uploads signed targets metadata, the new target's path and the
+// artifact as multipart/form-data to endpoint (/api/v1/models or
+// /api/v1/agents).
+func (c *client) pushTarget(ctx context.Context, endpoint string, targets []byte, path string, artifact []byte, out any) error {
 	var buf bytes.Buffer
 	mw := multipart.NewWriter(&buf)
 	for _, f := range []struct{ name, val string }{{"targets", string(targets)}, {"target", path}} {
@@ -66,7 +67,7 @@ func (c *client) pushModel(ctx context.Context, targets []byte, path string, art
 	if err := mw.Close(); err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(c.base, "/")+"/api/v1/models", &buf)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(c.base, "/")+endpoint, &buf)
 	if err != nil {
 		return err
 	}

@@ -56,68 +56,110 @@ func parse(fs *flag.FlagSet, args []string, max int) error {
 	return nil
 }
 
+// pushFlags are the flags model push and agent push share.
+type pushFlags struct {
+	server, dir, keyPath, minAgent, file *string
+	expires                              *time.Duration
+}
+
+func addPushFlags(fs *flag.FlagSet, what string) pushFlags {
+	return pushFlags{
+		server:   fs.String("server", defaultServer(), "control plane URL (env STARLING_SERVER)"),
+		dir:      fs.String("dir", defaultKeyDir(), "key directory with root.json (env STARLING_KEYS)"),
+		keyPath:  fs.String("key", "", "targets private key file; default DIR/targets.key"),
+		minAgent: fs.String("min-agent-version", "", "oldest agent version that may "+what),
+		file:     fs.String("file", "", "artifact file (required)"),
+		expires:  fs.Duration("expires", tuf.DefaultTargetsExpiry, "how long the signed targets metadata stays valid"),
+	}
+}
+
+// check reports a usage error for a missing --file or a bad --expires.
+func (f pushFlags) check(cmd string) error {
+	if *f.file == "" {
+		return fmt.Errorf("%w: %s: --file is required", errUsage, cmd)
+	}
+	if *f.expires <= 0 {
+		return fmt.Errorf("%w: %s: --expires must be positive, got %s", errUsage, cmd, *f.expires)
+	}
+	return nil
+}
+
+// pushed is what signAndPush did.
+type pushed struct {
+	path           string
+	targetsVersion int64
+	keyID          string
+}
+
+// signAndPush signs the next targets version with the target at path
+// (custom fields c, the bytes of --file) on top of the repository's
+// verified current targets, and uploads the three to endpoint, decoding
+// the answer into out. It is model push and agent push but for the target.
+func signAndPush(ctx context.Context, f pushFlags, endpoint, path string, c tuf.Custom, out any) (*pushed, error) {
+	keyPath := *f.keyPath
+	if keyPath == "" {
+		keyPath = filepath.Join(*f.dir, targetsKeyFile)
+	}
+	key, err := trust.ReadPrivateKey(keyPath)
+	if err != nil {
+		return nil, err
+	}
+	art, err := os.ReadFile(*f.file)
+	if err != nil {
+		return nil, err
+	}
+	cl := &client{base: *f.server}
+	targets, err := currentTargets(ctx, cl, *f.dir)
+	if err != nil {
+		return nil, err
+	}
+	targets.Signed.Version++
+	targets.Signed.Expires = time.Now().Add(*f.expires).UTC().Truncate(time.Second)
+	if err := tuf.SetTarget(targets, path, int64(len(art)), trust.Digest(art), c); err != nil {
+		return nil, err
+	}
+	signed, err := tuf.Sign(targets, key)
+	if err != nil {
+		return nil, err
+	}
+	if err := cl.pushTarget(ctx, endpoint, signed, path, art, out); err != nil {
+		return nil, err
+	}
+	return &pushed{path: path, targetsVersion: targets.Signed.Version, keyID: tuf.KeyID(key.Public())}, nil
+}
+
 func modelPush(ctx context.Context, args []string, out io.Writer) error {
 	fs := newFlags("model push")
-	server := fs.String("server", defaultServer(), "control plane URL (env STARLING_SERVER)")
-	dir := fs.String("dir", defaultKeyDir(), "key directory with root.json (env STARLING_KEYS)")
-	keyPath := fs.String("key", "", "targets private key file; default DIR/targets.key")
+	pf := addPushFlags(fs, "run it")
 	variant := fs.String("variant", "", "artifact variant (e.g. int8); default none")
-	minAgent := fs.String("min-agent-version", "", "oldest agent version that may run it")
 	name := fs.String("name", "", "model name (required)")
 	version := fs.String("version", "", "model version (required)")
-	file := fs.String("file", "", "model artifact file (required)")
 	format := fs.String("format", "", "artifact format; default from the file extension (.tflite -> tflite)")
-	expires := fs.Duration("expires", tuf.DefaultTargetsExpiry, "how long the signed targets metadata stays valid")
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
-	for _, f := range []struct{ flag, val string }{{"name", *name}, {"version", *version}, {"file", *file}} {
+	for _, f := range []struct{ flag, val string }{{"name", *name}, {"version", *version}} {
 		if f.val == "" {
 			return fmt.Errorf("%w: model push: --%s is required", errUsage, f.flag)
 		}
 	}
-	if *expires <= 0 {
-		return fmt.Errorf("%w: model push: --expires must be positive, got %s", errUsage, *expires)
+	if err := pf.check("model push"); err != nil {
+		return err
 	}
 	if *format == "" {
-		*format = strings.TrimPrefix(filepath.Ext(*file), ".")
+		*format = strings.TrimPrefix(filepath.Ext(*pf.file), ".")
 		if *format == "" {
-			return fmt.Errorf("%w: model push: cannot tell the format of %s; pass --format", errUsage, *file)
+			return fmt.Errorf("%w: model push: cannot tell the format of %s; pass --format", errUsage, *pf.file)
 		}
 	}
-	if *keyPath == "" {
-		*keyPath = filepath.Join(*dir, targetsKeyFile)
-	}
-	key, err := trust.ReadPrivateKey(*keyPath)
-	if err != nil {
-		return fmt.Errorf("model push: %w", err)
-	}
-	art, err := os.ReadFile(*file)
-	if err != nil {
-		return fmt.Errorf("model push: %w", err)
-	}
-	c := &client{base: *server}
-	targets, err := currentTargets(ctx, c, *dir)
-	if err != nil {
-		return fmt.Errorf("model push: %w", err)
-	}
-	path := tuf.ModelPath(*name, *version, *variant)
-	targets.Signed.Version++
-	targets.Signed.Expires = time.Now().Add(*expires).UTC().Truncate(time.Second)
-	if err := tuf.SetTarget(targets, path, int64(len(art)), trust.Digest(art), tuf.Custom{Kind: tuf.KindModel, Name: *name, Version: *version,
-		Variant: *variant, Format: *format, MinAgentVersion: *minAgent}); err != nil {
-		return fmt.Errorf("model push: %w", err)
-	}
-	signed, err := tuf.Sign(targets, key)
-	if err != nil {
-		return fmt.Errorf("model push: %w", err)
-	}
 	var res modelInfo
-	if err := c.pushModel(ctx, signed, path, art, &res); err != nil {
+	p, err := signAndPush(ctx, pf, "/api/v1/models", tuf.ModelPath(*name, *version, *variant), tuf.Custom{Kind: tuf.KindModel, Name: *name, Version: *version,
+		Variant: *variant, Format: *format, MinAgentVersion: *pf.minAgent}, &res)
+	if err != nil {
 		return fmt.Errorf("model push %s:%s: %w", *name, *version, err)
 	}
 	fmt.Fprintf(out, "pushed %s:%s %s (%d bytes) as target %s in targets version %d, signed by %.16s, expires %s\n",
-		res.Name, res.Version, res.Digest, res.Size, path, targets.Signed.Version, tuf.KeyID(key.Public()), res.Expires.Format(time.RFC3339))
+		res.Name, res.Version, res.Digest, res.Size, p.path, p.targetsVersion, p.keyID, res.Expires.Format(time.RFC3339))
 	return nil
 }
 

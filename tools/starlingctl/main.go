@@ -1,7 +1,7 @@
 // Command starlingctl is the operator's tool: it makes and keeps the offline
 // TUF root and targets keys, signs targets metadata for model versions and
-// publishes them, and assigns models to
-// devices through the control plane's REST API.
+// agent binaries and publishes them, and assigns models to devices through
+// the control plane's REST API.
 //
 // Private keys never leave this tool: the control plane only ever receives
 // signed metadata and artifacts.
@@ -39,6 +39,8 @@ commands:
   keys rotate    replace the root or targets key (devices follow the new root)
   model push     sign a model version and publish it to the control plane
   model list     list published model versions
+  agent push     sign an agent binary (version, os, arch) and publish it
+  agent list     list published agent binaries
   device list    list devices and their state
   device show    show one device, with its recent events
   device assign  set the model versions a device should serve
@@ -74,6 +76,10 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return modelPush(ctx, rest, out)
 	case "model list":
 		return modelList(ctx, rest, out)
+	case "agent push":
+		return agentPush(ctx, rest, out)
+	case "agent list":
+		return agentList(ctx, rest, out)
 	case "device list":
 		return deviceList(ctx, rest, out)
 	case "device show":
