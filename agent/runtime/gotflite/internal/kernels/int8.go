@@ -40,7 +40,8 @@ type ConvInt8 struct {
 	mTiles         int
 	byN            bool
 	nBlock         int
-	direct         bool // 1x1, stride 1, no padding, even InC: a tile is 4 input rows
+	direct         bool    // 1x1, stride 1, no padding, even InC: a tile is 4 input rows
+	u8             *convU8 // the VNNI byte layout, when the CPU has it
 }
 
 // NewConvInt8 packs filter ([OutC][KH][KW][InC] int8, zero point 0 as
@@ -92,6 +93,9 @@ func NewConvInt8(p ConvParams, inZero int32, filter []int8, bias []int32, rq Req
 	c.mTiles = (c.m + qTileM - 1) / qTileM
 	c.byN = c.mTiles < 32 && c.panels > c.mTiles
 	c.nBlock = max(1, blockBytes/(c.kt*tileN*2))
+	if haveVNNI {
+		c.u8 = newConvU8(c, inZero, filter, bias, &rq)
+	}
 	return c, nil
 }
 
@@ -116,6 +120,10 @@ func (c *ConvInt8) Run(x, y []int8, lo, hi int) {
 	t0, t1, p0, p1 := lo, hi, 0, c.panels
 	if c.byN {
 		t0, t1, p0, p1 = 0, c.mTiles, lo, hi
+	}
+	if c.u8 != nil {
+		c.u8.run(c, x, y, t0, t1, p0, p1)
+		return
 	}
 	var a [qTileM * maxQRow]int16
 	var tmp [qTileM * tileN]int8

@@ -83,3 +83,9 @@ func dwNEON(n int, ins, ws *unsafe.Pointer, taps, step, ch int, bias, out *float
 //
 //go:noescape
 func dwI8PairVNNI(n int, ins *unsafe.Pointer, w *int16, pairs, step, ch int, bias *int32, rq *rqBlock, out *int8, outStep, wstride int)
+
+// qtileU8VNNI is the byte tile of convU8; lda is in bytes, kq counts
+// groups of four.
+//
+//go:noescape
+func qtileU8VNNI(a *byte, lda, kq int, w *int8, rq *rqBlock, c *int8, ldc int)

@@ -508,6 +508,102 @@ vloop:
 	VZEROUPPER
 	RET
 
+// func qtileU8VNNI(a *byte, lda, kq int, w *int8, rq *rqBlock, c *int8, ldc int)
+//
+// qtileVNNI on bytes (see convU8): each broadcast dword holds four
+// unsigned inputs and each weight dword four signed weights, which
+// VPDPBUSD multiplies and adds to the sums in one instruction; kq counts
+// the groups of four.
+TEXT ·qtileU8VNNI(SB), NOSPLIT, $0-56
+	MOVQ a+0(FP), R8
+	MOVQ lda+8(FP), AX
+	LEAQ (R8)(AX*1), R9
+	LEAQ (R9)(AX*1), R10
+	LEAQ (R10)(AX*1), R11
+	LEAQ (R11)(AX*1), R12
+	LEAQ (R12)(AX*1), R13
+	LEAQ (R13)(AX*1), DX
+	LEAQ (DX)(AX*1), AX
+	MOVQ kq+16(FP), CX
+	MOVQ w+24(FP), SI
+	MOVQ rq+32(FP), DI
+
+	VMOVDQU   (DI), Y0
+	VMOVDQU   352(DI), Y1
+	VMOVDQA64 Y0, Y16
+	VMOVDQA64 Y1, Y17
+	VMOVDQA64 Y0, Y18
+	VMOVDQA64 Y1, Y19
+	VMOVDQA64 Y0, Y20
+	VMOVDQA64 Y1, Y21
+	VMOVDQA64 Y0, Y22
+	VMOVDQA64 Y1, Y23
+	VMOVDQA64 Y0, Y24
+	VMOVDQA64 Y1, Y25
+	VMOVDQA64 Y0, Y26
+	VMOVDQA64 Y1, Y27
+	VMOVDQA64 Y0, Y28
+	VMOVDQA64 Y1, Y29
+	VMOVDQA64 Y0, Y30
+	VMOVDQA64 Y1, Y31
+	XORQ      BX, BX
+
+uloop:
+	VMOVDQU      (SI), Y0
+	VMOVDQU      32(SI), Y1
+	VPBROADCASTD (R8)(BX*4), Y2
+	VPBROADCASTD (R9)(BX*4), Y3
+	VPBROADCASTD (R10)(BX*4), Y4
+	VPBROADCASTD (R11)(BX*4), Y5
+	VPBROADCASTD (R12)(BX*4), Y6
+	VPBROADCASTD (R13)(BX*4), Y7
+	VPBROADCASTD (DX)(BX*4), Y8
+	VPBROADCASTD (AX)(BX*4), Y9
+	VPDPBUSD     Y0, Y2, Y16
+	VPDPBUSD     Y1, Y2, Y17
+	VPDPBUSD     Y0, Y3, Y18
+	VPDPBUSD     Y1, Y3, Y19
+	VPDPBUSD     Y0, Y4, Y20
+	VPDPBUSD     Y1, Y4, Y21
+	VPDPBUSD     Y0, Y5, Y22
+	VPDPBUSD     Y1, Y5, Y23
+	VPDPBUSD     Y0, Y6, Y24
+	VPDPBUSD     Y1, Y6, Y25
+	VPDPBUSD     Y0, Y7, Y26
+	VPDPBUSD     Y1, Y7, Y27
+	VPDPBUSD     Y0, Y8, Y28
+	VPDPBUSD     Y1, Y8, Y29
+	VPDPBUSD     Y0, Y9, Y30
+	VPDPBUSD     Y1, Y9, Y31
+	ADDQ         $64, SI
+	INCQ         BX
+	DECQ         CX
+	JNZ          uloop
+
+	LEAQ 352(DI), DX
+	MOVQ c+40(FP), R8
+	MOVQ ldc+48(FP), AX
+
+#define UROW(A, B) \
+	VMOVDQA64 A, Y10; \
+	VMOVDQA64 B, Y11; \
+	REQUANT(Y10, DI, Y12, Y13, Y14); \
+	REQUANT(Y11, DX, Y12, Y13, Y14); \
+	PACK16(Y10, Y11, X10, X12, DI); \
+	VMOVDQU   X10, (R8); \
+	ADDQ      AX, R8
+
+	UROW(Y16, Y17)
+	UROW(Y18, Y19)
+	UROW(Y20, Y21)
+	UROW(Y22, Y23)
+	UROW(Y24, Y25)
+	UROW(Y26, Y27)
+	UROW(Y28, Y29)
+	UROW(Y30, Y31)
+	VZEROUPPER
+	RET
+
 // func dwI8AVX2(n int, ins, ws *unsafe.Pointer, taps, step, ch int, bias *int32, rq *rqBlock, out *int8, outStep int)
 //
 // Inputs are sign-extended to int32 lanes and multiplied with VPMADDWD

@@ -58,3 +58,7 @@ func dwNEON(n int, ins, ws *unsafe.Pointer, taps, step, ch int, bias, out *float
 func dwI8PairVNNI(n int, ins *unsafe.Pointer, w *int16, pairs, step, ch int, bias *int32, rq *rqBlock, out *int8, outStep, wstride int) {
 	panic("kernels: no AVX512-VNNI on this architecture")
 }
+
+func qtileU8VNNI(a *byte, lda, kq int, w *int8, rq *rqBlock, c *int8, ldc int) {
+	panic("kernels: no AVX512-VNNI on this architecture")
+}

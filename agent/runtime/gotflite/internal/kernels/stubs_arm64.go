@@ -41,3 +41,7 @@ func addAVX2(x, y, z *float32, n int, lo, hi float32) { panic("kernels: no AVX2 
 func dwI8PairVNNI(n int, ins *unsafe.Pointer, w *int16, pairs, step, ch int, bias *int32, rq *rqBlock, out *int8, outStep, wstride int) {
 	panic("kernels: no AVX512-VNNI on this architecture")
 }
+
+func qtileU8VNNI(a *byte, lda, kq int, w *int8, rq *rqBlock, c *int8, ldc int) {
+	panic("kernels: no AVX512-VNNI on this architecture")
+}
