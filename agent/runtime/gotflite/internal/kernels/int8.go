@@ -125,6 +125,13 @@ func (c *ConvInt8) Run(x, y []int8, lo, hi int) {
 		c.u8.run(c, x, y, t0, t1, p0, p1)
 		return
 	}
+	c.run16(x, y, t0, t1, p0, p1)
+}
+
+// run16 is Run on the int16 layout (its own frame, so that the byte
+// path's goroutines do not carry this one's 64 KiB buffer).
+func (c *ConvInt8) run16(x, y []int8, t0, t1, p0, p1 int) {
+	p := &c.p
 	var a [qTileM * maxQRow]int16
 	var tmp [qTileM * tileN]int8
 	oc := p.OutC
