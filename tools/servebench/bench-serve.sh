@@ -27,7 +27,7 @@ bench="${TMPDIR:-/tmp}/servebench.$$"
 port=$("$PEER_PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$PEER_PY" tools/servepeer/servepeer.py "$MODEL" bench "$port" &
 peer=$!
-trap 'kill "$peer" 2>/dev/null; wait "$peer" 2>/dev/null; rm -f "$bench"' EXIT
+trap 'kill "$peer" 2>/dev/null; wait "$peer" 2>/dev/null || true; rm -f "$bench"' EXIT
 for _ in $(seq 100); do
 	curl -sf "http://127.0.0.1:$port/v2/health/ready" >/dev/null && break
 	sleep 0.1
