@@ -27,7 +27,7 @@ trap cleanup EXIT INT TERM
 
 now_ms() { date +%s%3N; }
 step_start=0
-step() { step_start=$(now_ms); printf '%-46s' "$1"; }
+step() { step_start=$(now_ms); printf '%-56s' "$1"; }
 done_step() { printf ' %5d ms\n' $(( $(now_ms) - step_start )); }
 total_start=$(now_ms)
 
@@ -104,4 +104,4 @@ for pid in "${pids[@]}"; do kill -TERM "$pid"; done
 for pid in "${pids[@]}"; do wait "$pid"; done
 pids=()
 done_step
-printf '%-46s %5d ms\n' "total" $(( $(now_ms) - total_start ))
+printf '%-56s %5d ms\n' "total" $(( $(now_ms) - total_start ))
