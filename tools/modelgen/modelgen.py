@@ -216,6 +216,18 @@ pretrained_builder(
     size=128,
 )
 
+# MediaPipe Holistic's hand re-crop model: 256x256 RGB in [-1, 1] -> a crop
+# box [1,1,1,4]. Float32 throughout, with PReLU activations.
+pretrained_builder(
+    "mediapipe_hand_recrop",
+    MEDIAPIPE_WHEEL,
+    "mediapipe/modules/holistic_landmark/hand_recrop.tflite",
+    seed=42,
+    cases=1,
+    cells=8,
+    size=256,
+)
+
 
 # ---------------------------------------------------------------------------
 # Small-but-real model families (Keras layers, random initialised weights).

@@ -63,6 +63,7 @@ const (
 	opTanh                  = 28
 	opCustom                = 32
 	opPad                   = 34
+	opPrelu                 = 54
 	opGather                = 36
 	opTranspose             = 39
 	opMean                  = 40
