@@ -2,8 +2,10 @@ package gotflite
 
 import (
 	"math"
+	goruntime "runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Union type numbers of the BuiltinOptions table types used here
@@ -92,14 +94,16 @@ func (ex *executor) parallel(n int, work int64, k rowKernel) {
 		k.rows(ex, 0, n)
 		return
 	}
+	w := ex.pool
 	chunk := (n + t - 1) / t
-	lo := 0
+	w.pending.Store(int32((n - 1) / chunk)) // the ranges before the last
+	lo, i := 0, 0
 	for ; lo+chunk < n; lo += chunk {
-		ex.pool.wg.Add(1)
-		ex.pool.jobs <- job{k: k, ex: ex, lo: lo, hi: lo + chunk}
+		w.slots[i].post(job{k: k, ex: ex, lo: lo, hi: lo + chunk})
+		i++
 	}
 	k.rows(ex, lo, n)
-	ex.pool.wg.Wait()
+	w.wait()
 }
 
 // job is one range of rows for a worker.
@@ -109,38 +113,157 @@ type job struct {
 	lo, hi int
 }
 
+// spinFor is how long an idle worker, or a caller waiting for its workers,
+// polls before it parks. A layer takes only tens to hundreds of
+// microseconds, so parking after each one and being woken for the next
+// (a futex wake of an idle core both on dispatch and on completion) ate
+// the whole gain of a second thread; polling bridges the short gaps
+// between the layers of a run, and the workers park once it is over.
+const spinFor = 100 * time.Microsecond
+
 // workers are an executor's helper goroutines, started with the executor
-// and stopped when the model is closed.
+// and stopped when the model is closed. Only the goroutine running the
+// executor posts jobs, one parallel call at a time.
 type workers struct {
-	jobs chan job
-	wg   sync.WaitGroup
-	done sync.WaitGroup // running worker goroutines
+	slots   []slot
+	pending atomic.Int32  // posted jobs not yet finished
+	parked  atomic.Bool   // the caller is parked on finished
+	finish  chan struct{} // wakes the parked caller; capacity 1
+	spin    bool          // poll before parking (more than one P)
+	done    sync.WaitGroup
+}
+
+// slot hands jobs to one worker: post stores the job and bumps seq, the
+// worker polls seq, then parks on wake after setting parked, and post
+// wakes it when it finds parked set. Either the worker sees the new seq or
+// post sees parked, so no wake-up is lost; a stale wake-up only makes the
+// worker look at seq again.
+type slot struct {
+	w      *workers
+	seq    atomic.Uint64
+	parked atomic.Bool
+	quit   bool // read after seq changes, set by stop
+	job    job
+	wake   chan struct{} // capacity 1
+	_      [64]byte      // keep slots on separate cache lines
 }
 
 // liveWorkers counts worker goroutines that have not yet exited, for tests.
 var liveWorkers atomic.Int64
 
 func startWorkers(n int) *workers {
-	w := &workers{jobs: make(chan job, n)}
+	w := &workers{slots: make([]slot, n), finish: make(chan struct{}, 1), spin: goruntime.GOMAXPROCS(0) > 1}
 	w.done.Add(n)
 	liveWorkers.Add(int64(n))
-	for i := 0; i < n; i++ {
-		go func() {
-			defer w.done.Done()
-			defer liveWorkers.Add(-1)
-			for j := range w.jobs {
-				j.k.rows(j.ex, j.lo, j.hi)
-				w.wg.Done()
-			}
-		}()
+	for i := range w.slots {
+		s := &w.slots[i]
+		s.w, s.wake = w, make(chan struct{}, 1)
+		go s.loop()
 	}
 	return w
+}
+
+func (s *slot) post(j job) {
+	s.job = j
+	s.seq.Add(1)
+	if s.parked.Load() && s.parked.Swap(false) {
+		select {
+		case s.wake <- struct{}{}:
+		default: // a wake-up is already pending
+		}
+	}
+}
+
+func (s *slot) loop() {
+	defer s.w.done.Done()
+	defer liveWorkers.Add(-1)
+	var seen uint64
+	for {
+		seq := s.await(seen)
+		seen = seq
+		if s.quit {
+			return
+		}
+		s.job.k.rows(s.job.ex, s.job.lo, s.job.hi)
+		s.job = job{}
+		s.w.finished()
+	}
+}
+
+// await returns seq once it differs from seen: polling for spinFor, then
+// parked.
+func (s *slot) await(seen uint64) uint64 {
+	if s.w.spin {
+		var start time.Time
+		for i := 0; ; i++ {
+			if seq := s.seq.Load(); seq != seen {
+				return seq
+			}
+			if i&63 == 63 {
+				if start.IsZero() {
+					start = time.Now()
+				} else if time.Since(start) > spinFor {
+					break
+				}
+			}
+		}
+	}
+	for {
+		s.parked.Store(true)
+		if seq := s.seq.Load(); seq != seen {
+			s.parked.Store(false)
+			return seq
+		}
+		<-s.wake
+	}
+}
+
+// finished counts one job done and wakes the caller after the last.
+func (w *workers) finished() {
+	if w.pending.Add(-1) == 0 && w.parked.Load() && w.parked.Swap(false) {
+		select {
+		case w.finish <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// wait returns once every posted job is done: polling for spinFor, then
+// parked, with the handshake of slot.
+func (w *workers) wait() {
+	if w.spin {
+		var start time.Time
+		for i := 0; ; i++ {
+			if w.pending.Load() == 0 {
+				return
+			}
+			if i&63 == 63 {
+				if start.IsZero() {
+					start = time.Now()
+				} else if time.Since(start) > spinFor {
+					break
+				}
+			}
+		}
+	}
+	for {
+		w.parked.Store(true)
+		if w.pending.Load() == 0 {
+			w.parked.Store(false)
+			return
+		}
+		<-w.finish
+	}
 }
 
 // stop ends the workers and waits for them to exit. The executor must be
 // idle.
 func (w *workers) stop() {
-	close(w.jobs)
+	for i := range w.slots {
+		s := &w.slots[i]
+		s.quit = true
+		s.post(job{})
+	}
 	w.done.Wait()
 }
 
