@@ -152,22 +152,42 @@ type convQuant struct {
 	oi         int
 }
 
-func prepConvQuant(p *opPrep, w *window, in, f, bias, out *tinfo, act int8, depthwise bool) (kernel, error) {
-	u8 := in.typ == tUint8 && f.typ == tUint8 && out.typ == tUint8
-	if !u8 && (in.typ != tInt8 || f.typ != tInt8 || out.typ != tInt8) {
-		return nil, unsupported("input %s, filter %s and output %s: want all INT8 or all UINT8", in.typ, f.typ, out.typ)
+// quantIO is what a quantized convolution or fully connected operator
+// needs to know of its input and output.
+type quantIO struct {
+	u8                bool // all UINT8 (the legacy scheme), else all INT8
+	inScale, outScale float32
+	inZero, outZero   int32
+}
+
+// quantLinearIO checks the types of a quantized linear operator's input,
+// weights (named role in messages), bias and output, and returns the
+// per-tensor input and output quantization.
+func quantLinearIO(in, f, bias, out *tinfo, role string) (quantIO, error) {
+	var q quantIO
+	q.u8 = in.typ == tUint8 && f.typ == tUint8 && out.typ == tUint8
+	if !q.u8 && (in.typ != tInt8 || f.typ != tInt8 || out.typ != tInt8) {
+		return q, unsupported("input %s, %s %s and output %s: want all INT8 or all UINT8", in.typ, role, f.typ, out.typ)
 	}
 	if err := optionalBias(bias); err != nil {
-		return nil, err
+		return q, err
 	}
-	inScale, inZero, err := perTensor(in, "input")
+	var err error
+	if q.inScale, q.inZero, err = perTensor(in, "input"); err != nil {
+		return q, err
+	}
+	if q.outScale, q.outZero, err = perTensor(out, "output"); err != nil {
+		return q, err
+	}
+	return q, nil
+}
+
+func prepConvQuant(p *opPrep, w *window, in, f, bias, out *tinfo, act int8, depthwise bool) (kernel, error) {
+	q, err := quantLinearIO(in, f, bias, out, "filter")
 	if err != nil {
 		return nil, err
 	}
-	outScale, outZero, err := perTensor(out, "output")
-	if err != nil {
-		return nil, err
-	}
+	u8, inScale, inZero, outScale, outZero := q.u8, q.inScale, q.inZero, q.outScale, q.outZero
 	dim := 0
 	if depthwise {
 		dim = 3
@@ -402,21 +422,11 @@ func depthwiseRowsGeneral[T qtype](c *convQuant, x, flt []T, b []int32, y []T, r
 
 func prepFullyConnectedQuant(p *opPrep, act int8, batches, units, depth int) (kernel, error) {
 	in, f, bias, out := p.ins[0], p.ins[1], p.in(2), p.outs[0]
-	u8 := in.typ == tUint8 && f.typ == tUint8 && out.typ == tUint8
-	if !u8 && (in.typ != tInt8 || f.typ != tInt8 || out.typ != tInt8) {
-		return nil, unsupported("input %s, weights %s and output %s: want all INT8 or all UINT8", in.typ, f.typ, out.typ)
-	}
-	if err := optionalBias(bias); err != nil {
-		return nil, err
-	}
-	inScale, inZero, err := perTensor(in, "input")
+	q, err := quantLinearIO(in, f, bias, out, "weights")
 	if err != nil {
 		return nil, err
 	}
-	outScale, outZero, err := perTensor(out, "output")
-	if err != nil {
-		return nil, err
-	}
+	u8, inScale, inZero, outScale, outZero := q.u8, q.inScale, q.inZero, q.outScale, q.outZero
 	_, fZero, err := perTensor(f, "weights")
 	if err != nil {
 		return nil, err
