@@ -229,51 +229,31 @@ func decodeConst(t ttype, data []byte, n int) views {
 
 // setView points views entry idx at the data of t for one executor.
 func (v *views) set(idx int, t *tinfo, a *arenas) {
-	lo, hi := t.off, t.off+t.n
 	switch t.typ {
 	case tFloat32:
-		if t.kind == kindConst {
-			v.f32[idx] = t.c.f32[0]
-		} else {
-			v.f32[idx] = a.f32[lo:hi:hi]
-		}
+		v.f32[idx] = viewOf(t, t.c.f32, a.f32)
 	case tInt32:
-		if t.kind == kindConst {
-			v.i32[idx] = t.c.i32[0]
-		} else {
-			v.i32[idx] = a.i32[lo:hi:hi]
-		}
+		v.i32[idx] = viewOf(t, t.c.i32, a.i32)
 	case tUint8:
-		if t.kind == kindConst {
-			v.u8[idx] = t.c.u8[0]
-		} else {
-			v.u8[idx] = a.u8[lo:hi:hi]
-		}
+		v.u8[idx] = viewOf(t, t.c.u8, a.u8)
 	case tInt8:
-		if t.kind == kindConst {
-			v.i8[idx] = t.c.i8[0]
-		} else {
-			v.i8[idx] = a.i8[lo:hi:hi]
-		}
+		v.i8[idx] = viewOf(t, t.c.i8, a.i8)
 	case tInt16:
-		if t.kind == kindConst {
-			v.i16[idx] = t.c.i16[0]
-		} else {
-			v.i16[idx] = a.i16[lo:hi:hi]
-		}
+		v.i16[idx] = viewOf(t, t.c.i16, a.i16)
 	case tInt64:
-		if t.kind == kindConst {
-			v.i64[idx] = t.c.i64[0]
-		} else {
-			v.i64[idx] = a.i64[lo:hi:hi]
-		}
+		v.i64[idx] = viewOf(t, t.c.i64, a.i64)
 	case tBool:
-		if t.kind == kindConst {
-			v.b[idx] = t.c.b[0]
-		} else {
-			v.b[idx] = a.b[lo:hi:hi]
-		}
+		v.b[idx] = viewOf(t, t.c.b, a.b)
 	}
+}
+
+// viewOf is a tensor's data: its constant, or its slice of the arena.
+func viewOf[E any](t *tinfo, consts [][]E, arena []E) []E {
+	if t.kind == kindConst {
+		return consts[0]
+	}
+	lo, hi := t.off, t.off+t.n
+	return arena[lo:hi:hi]
 }
 
 // putBytes encodes tensor data from its view as little-endian bytes.
