@@ -109,71 +109,51 @@ func identity(ctx context.Context, cfg agent.Config, log *slog.Logger) (*enroll.
 }
 
 // parseConfig applies Default -> --config file -> flags, then Validate.
+// The command line is parsed twice: once to find --config (and to report
+// usage errors), then over the file's values so that only the flags given
+// override them. Each flag is declared once, in agentFlags.
 func parseConfig(args []string, stderr io.Writer) (agent.Config, error) {
-	cfg := agent.Default()
-	fs := flag.NewFlagSet("starling-agent", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	configFile := fs.String("config", "", "YAML config `file` (same fields as the flags)")
-	var flagCfg agent.Config
-	fs.StringVar(&flagCfg.DeviceID, "device-id", "", "device `id` (1-64 of [A-Za-z0-9._-]); with mqtts:// it comes from the certificate and may be left out")
-	fs.StringVar(&flagCfg.Broker, "broker", "", "MQTT broker `url`: mqtts://host:port with the device certificate, or mqtt://host:port for a development listener (default "+cfg.Broker+")")
-	fs.StringVar(&flagCfg.Data, "data", "", "`dir` for the model cache and state (default "+cfg.Data+")")
-	fs.StringVar(&flagCfg.Socket, "socket", "", "unix socket `path` for the local API (default DIR/agent.sock)")
-	fs.StringVar(&flagCfg.TrustRoot, "trust-root", "", "operator's TUF root.json `file` (the device's trust anchor)")
-	fs.StringVar(&flagCfg.MetadataURL, "metadata-url", "", "control plane `url` to read TUF metadata from over HTTP(S); the device API with mqtts:// (default: over MQTT)")
-	fs.StringVar(&flagCfg.ArtifactURL, "artifact-url", "", "device API `url` (https) to download artifacts from with the device certificate (default: over MQTT)")
-	fs.StringVar(&flagCfg.EnrollURL, "enroll-url", "", "control plane device API `url`, https://host:port, to enroll at (first start only)")
-	fs.StringVar(&flagCfg.EnrollToken, "enroll-token", "", "one-time enrollment `token` from starlingctl device enroll-token (first start only)")
-	fs.StringVar(&flagCfg.EnrollTokenFile, "enroll-token-file", "", "`file` holding the enrollment token (first start only)")
-	fs.StringVar(&flagCfg.CAFile, "ca-file", "", "fleet CA certificate `file` (PEM) to pin when enrolling")
-	fs.StringVar(&flagCfg.CAFingerprint, "ca-fingerprint", "", "fleet CA `fingerprint` (sha256:...) to pin when enrolling, as starling-control prints it")
-	fs.StringVar(&flagCfg.TCP, "tcp", "", "optional loopback `addr` for the local API, e.g. 127.0.0.1:8080")
-	fs.StringVar(&flagCfg.Serving.GRPCTCP, "grpc-tcp", "", "optional loopback `addr` for the local gRPC API, e.g. 127.0.0.1:8081")
-	fs.IntVar(&flagCfg.ChunkSize, "chunk-size", 0, "artifact fetch chunk size in `bytes` (default 262144)")
+	probe := agent.Default()
+	fs, configFile := agentFlags(&probe, stderr)
 	if err := fs.Parse(args); err != nil {
-		return cfg, err
+		return probe, err
 	}
 	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected arguments %q: %w", fs.Args(), agent.ErrConfig)
+		return probe, fmt.Errorf("unexpected arguments %q: %w", fs.Args(), agent.ErrConfig)
 	}
+	cfg := agent.Default()
 	if *configFile != "" {
 		if err := cfg.LoadFile(*configFile); err != nil {
 			return cfg, err
 		}
 	}
-	fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "device-id":
-			cfg.DeviceID = flagCfg.DeviceID
-		case "broker":
-			cfg.Broker = flagCfg.Broker
-		case "data":
-			cfg.Data = flagCfg.Data
-		case "socket":
-			cfg.Socket = flagCfg.Socket
-		case "trust-root":
-			cfg.TrustRoot = flagCfg.TrustRoot
-		case "metadata-url":
-			cfg.MetadataURL = flagCfg.MetadataURL
-		case "artifact-url":
-			cfg.ArtifactURL = flagCfg.ArtifactURL
-		case "enroll-url":
-			cfg.EnrollURL = flagCfg.EnrollURL
-		case "enroll-token":
-			cfg.EnrollToken = flagCfg.EnrollToken
-		case "enroll-token-file":
-			cfg.EnrollTokenFile = flagCfg.EnrollTokenFile
-		case "ca-file":
-			cfg.CAFile = flagCfg.CAFile
-		case "ca-fingerprint":
-			cfg.CAFingerprint = flagCfg.CAFingerprint
-		case "tcp":
-			cfg.TCP = flagCfg.TCP
-		case "grpc-tcp":
-			cfg.Serving.GRPCTCP = flagCfg.Serving.GRPCTCP
-		case "chunk-size":
-			cfg.ChunkSize = flagCfg.ChunkSize
-		}
-	})
+	fs, _ = agentFlags(&cfg, io.Discard)
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
 	return cfg, cfg.Validate()
+}
+
+// agentFlags binds the command line to cfg; the values already in cfg are
+// the flags' defaults.
+func agentFlags(cfg *agent.Config, out io.Writer) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet("starling-agent", flag.ContinueOnError)
+	fs.SetOutput(out)
+	configFile := fs.String("config", "", "YAML config `file` (same fields as the flags)")
+	fs.StringVar(&cfg.DeviceID, "device-id", cfg.DeviceID, "device `id` (1-64 of [A-Za-z0-9._-]); with mqtts:// it comes from the certificate and may be left out")
+	fs.StringVar(&cfg.Broker, "broker", cfg.Broker, "MQTT broker `url`: mqtts://host:port with the device certificate, or mqtt://host:port for a development listener")
+	fs.StringVar(&cfg.Data, "data", cfg.Data, "`dir` for the model cache and state")
+	fs.StringVar(&cfg.Socket, "socket", cfg.Socket, "unix socket `path` for the local API (default DIR/agent.sock)")
+	fs.StringVar(&cfg.TrustRoot, "trust-root", cfg.TrustRoot, "operator's TUF root.json `file` (the device's trust anchor)")
+	fs.StringVar(&cfg.MetadataURL, "metadata-url", cfg.MetadataURL, "control plane `url` to read TUF metadata from over HTTP(S); the device API with mqtts:// (default: over MQTT)")
+	fs.StringVar(&cfg.ArtifactURL, "artifact-url", cfg.ArtifactURL, "device API `url` (https) to download artifacts from with the device certificate (default: over MQTT)")
+	fs.StringVar(&cfg.EnrollURL, "enroll-url", cfg.EnrollURL, "control plane device API `url`, https://host:port, to enroll at (first start only)")
+	fs.StringVar(&cfg.EnrollToken, "enroll-token", cfg.EnrollToken, "one-time enrollment `token` from starlingctl device enroll-token (first start only)")
+	fs.StringVar(&cfg.EnrollTokenFile, "enroll-token-file", cfg.EnrollTokenFile, "`file` holding the enrollment token (first start only)")
+	fs.StringVar(&cfg.CAFile, "ca-file", cfg.CAFile, "fleet CA certificate `file` (PEM) to pin when enrolling")
+	fs.StringVar(&cfg.CAFingerprint, "ca-fingerprint", cfg.CAFingerprint, "fleet CA `fingerprint` (sha256:...) to pin when enrolling, as starling-control prints it")
+	fs.StringVar(&cfg.TCP, "tcp", cfg.TCP, "optional loopback `addr` for the local API, e.g. 127.0.0.1:8080")
+	fs.StringVar(&cfg.Serving.GRPCTCP, "grpc-tcp", cfg.Serving.GRPCTCP, "optional loopback `addr` for the local gRPC API, e.g. 127.0.0.1:8081")
+	fs.IntVar(&cfg.ChunkSize, "chunk-size", cfg.ChunkSize, "artifact fetch chunk size in `bytes`")
+	return fs, configFile
 }

@@ -92,52 +92,45 @@ func readConfigFile(path string, c *config) error {
 }
 
 // loadConfig applies defaults, then the file named by --config, then the
-// other flags given on the command line, and validates the result.
+// other flags given on the command line, and validates the result. The
+// command line is parsed twice: once to find --config (and to report usage
+// errors), then over the file's values so that only the flags given
+// override them. Each flag is declared once, in controlFlags.
 func loadConfig(args []string, stderr io.Writer) (config, error) {
-	cfg := defaultConfig()
-	fs := flag.NewFlagSet("starling-control", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	configPath := fs.String("config", "", "YAML config file (keys: data, listen, mqtt_listen, broker, device_listen, dev_insecure_mqtt_listen, mosquitto_dir, log_level)")
-	var flags config
-	fs.StringVar(&flags.DataDir, "data", "", "data directory for the store and artifacts (required)")
-	fs.StringVar(&flags.Listen, "listen", "", "REST API listen address (default "+controlplane.DefaultHTTPAddr+")")
-	fs.StringVar(&flags.MQTTListen, "mqtt-listen", "", "embedded MQTT broker listen address (default "+controlplane.DefaultMQTTAddr+")")
-	fs.StringVar(&flags.Broker, "broker", "", "external broker URL mqtt://host:port; when set, no embedded broker runs")
-	fs.StringVar(&flags.LogLevel, "log-level", "", "debug, info, warn or error (default info)")
-	fs.StringVar(&flags.DeviceListen, "device-listen", "", "device API (enrollment) TLS listen address, or off (default "+DefaultDeviceAddr+")")
-	fs.StringVar(&flags.InsecureMQTT, "dev-insecure-mqtt-listen", "", "INSECURE: extra plain MQTT listener with no authentication and no ACLs, for development only (default off)")
-	fs.StringVar(&flags.MosquittoDir, "mosquitto-dir", "", "directory written by `starling-control mosquitto-config`: keep its CRL and ACL current and reload Mosquitto on revocation")
+	probe := defaultConfig()
+	fs, configPath := controlFlags(&probe, stderr)
 	if err := fs.Parse(args); err != nil {
-		return cfg, err
+		return probe, err
 	}
 	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("%w: unexpected arguments %q", errConfig, fs.Args())
+		return probe, fmt.Errorf("%w: unexpected arguments %q", errConfig, fs.Args())
 	}
+	cfg := defaultConfig()
 	if *configPath != "" {
 		if err := readConfigFile(*configPath, &cfg); err != nil {
 			return cfg, err
 		}
 	}
-	// Only flags actually given override the file.
-	fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "data":
-			cfg.DataDir = flags.DataDir
-		case "listen":
-			cfg.Listen = flags.Listen
-		case "mqtt-listen":
-			cfg.MQTTListen = flags.MQTTListen
-		case "broker":
-			cfg.Broker = flags.Broker
-		case "log-level":
-			cfg.LogLevel = flags.LogLevel
-		case "device-listen":
-			cfg.DeviceListen = flags.DeviceListen
-		case "dev-insecure-mqtt-listen":
-			cfg.InsecureMQTT = flags.InsecureMQTT
-		case "mosquitto-dir":
-			cfg.MosquittoDir = flags.MosquittoDir
-		}
-	})
+	fs, _ = controlFlags(&cfg, io.Discard)
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
 	return cfg, cfg.validate()
+}
+
+// controlFlags binds the command line to cfg; the values already in cfg are
+// the flags' defaults.
+func controlFlags(cfg *config, out io.Writer) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet("starling-control", flag.ContinueOnError)
+	fs.SetOutput(out)
+	configPath := fs.String("config", "", "YAML config file (keys: data, listen, mqtt_listen, broker, device_listen, dev_insecure_mqtt_listen, mosquitto_dir, log_level)")
+	fs.StringVar(&cfg.DataDir, "data", cfg.DataDir, "data directory for the store and artifacts (required)")
+	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "REST API listen address")
+	fs.StringVar(&cfg.MQTTListen, "mqtt-listen", cfg.MQTTListen, "embedded MQTT broker listen address")
+	fs.StringVar(&cfg.Broker, "broker", cfg.Broker, "external broker URL mqtt://host:port; when set, no embedded broker runs")
+	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&cfg.DeviceListen, "device-listen", cfg.DeviceListen, "device API (enrollment) TLS listen address, or off")
+	fs.StringVar(&cfg.InsecureMQTT, "dev-insecure-mqtt-listen", cfg.InsecureMQTT, "INSECURE: extra plain MQTT listener with no authentication and no ACLs, for development only (default off)")
+	fs.StringVar(&cfg.MosquittoDir, "mosquitto-dir", cfg.MosquittoDir, "directory written by `starling-control mosquitto-config`: keep its CRL and ACL current and reload Mosquitto on revocation")
+	return fs, configPath
 }
